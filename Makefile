@@ -1,0 +1,91 @@
+# tandem — hand-written GNU make. `make run` starts the demo, `make test` runs every test.
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+CC      ?= cc
+BUILD   ?= build
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GITREV  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+PKGS    := libmicrohttpd hiredis jansson libcurl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lstemmer
+
+WARN    := -Wall -Wextra -Wpedantic -Wformat=2 -Wshadow -Wconversion -Wno-sign-conversion \
+           -Wstrict-prototypes -Wmissing-prototypes -Wvla -fno-common
+WERROR  ?= -Werror
+OPT     ?= -O2 -g
+CFLAGS  ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(WERROR) -fstack-protector-strong \
+           -Iinclude -I$(BUILD)/gen $(PKG_CFLAGS) \
+           -DTANDEM_VERSION='"$(VERSION)"' -DTANDEM_GITREV='"$(GITREV)"'
+LDLIBS  += $(PKG_LIBS) -lpthread -lm
+
+SRCS     := $(wildcard src/*.c)
+LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRCS)))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+# Data files compiled into the binary (DESIGN: data lives in files, the build embeds it).
+EMBED_SRCS := $(wildcard data/*.txt data/*.json data/*.jsonl)
+EMBED_GEN  := $(BUILD)/gen/embedded_data.c
+
+# Debian packages needed to build, test and run (make deps installs them).
+DEB_PKGS := build-essential pkg-config clang libmicrohttpd-dev libhiredis-dev libjansson-dev \
+            libcurl4-openssl-dev libstemmer-dev libcmocka-dev redis-server redis-tools \
+            python3 valgrind wrk prometheus
+
+.PHONY: all test unit e2e asan valgrind run deps format clean bench eval fuzz
+all: $(BUILD)/tandemd
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard include/tandem/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(EMBED_GEN): scripts/embed.sh $(EMBED_SRCS) | $(BUILD)/obj
+	@mkdir -p $(BUILD)/gen
+	bash scripts/embed.sh $@ $(EMBED_SRCS)
+
+$(BUILD)/obj/embedded_data.o: $(EMBED_GEN)
+	$(CC) $(CFLAGS) -Wno-overlength-strings -c -o $@ $<
+
+$(BUILD)/libtandem.a: $(LIB_OBJS) $(BUILD)/obj/embedded_data.o
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tandemd: $(BUILD)/obj/main.o $(BUILD)/libtandem.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libtandem.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $< $(BUILD)/libtandem.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
+$(BUILD)/obj $(BUILD)/tests:
+	mkdir -p $@
+
+# ---- tests ---------------------------------------------------------------
+unit: $(UNIT_BINS)
+e2e: $(BUILD)/tandemd
+test: deps all $(UNIT_BINS)
+	@BUILD=$(BUILD) bash tests/run_all.sh
+
+asan:
+	$(MAKE) BUILD=build-asan CC=clang OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	        LDFLAGS="-fsanitize=address,undefined" test
+
+valgrind: all $(UNIT_BINS)
+	@BUILD=$(BUILD) TANDEM_VALGRIND=1 bash tests/run_all.sh
+
+deps:
+	@bash scripts/deps.sh $(DEB_PKGS)
+
+run: deps all
+	@bash scripts/run.sh
+
+bench: deps all
+	@bash tests/bench/run.sh
+
+eval: deps all
+	@bash tests/eval/run.sh
+
+format:
+	clang-format -i src/*.c include/tandem/*.h tests/unit/*.c
+
+clean:
+	rm -rf build build-asan build-fuzz

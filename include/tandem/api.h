@@ -1,0 +1,19 @@
+/* The API handlers: thin; they parse, call the core, and render JSON. */
+#ifndef TANDEM_API_H
+#define TANDEM_API_H
+#include "tandem/http.h"
+
+int api_healthz(struct request *req);
+int api_readyz(struct request *req);
+int api_metrics(struct request *req);
+int api_context(struct request *req);
+int api_focus_get(struct request *req);
+int api_focus_put(struct request *req);
+
+/* Helpers shared by handlers. */
+/* Parses req->body as a JSON object; on failure replies 400 with Jansson's line/column and
+ * returns NULL. New reference. */
+struct json_t *api_parse_body_object(struct request *req);
+/* Validates req->params[i] as a conversation id; replies 400 and returns 0 when invalid. */
+int api_param_id(struct request *req, size_t i, const char **out);
+#endif

@@ -1,0 +1,582 @@
+/* The HTTP server on libmicrohttpd: request state, security gate, routing, responses.
+ *
+ * Concurrency model: MHD's internal thread pool (TANDEM_THREADS threads, epoll) with
+ * suspend/resume allowed. Handlers run on the pool threads and may make blocking Redis calls:
+ * Redis is a local dependency with a hard command timeout (TANDEM_REDIS_TIMEOUT_MS), each thread
+ * owns its Redis connection, and a thread blocked on Redis only delays the connections it polls.
+ * Nothing slower than that may run here: long-lived streams (SSE) are suspended connections fed
+ * from other threads, and remote LLM calls run off the pool and resume their connection, so a
+ * slow model never stalls other requests.
+ *
+ * Keep-alive: libmicrohttpd 0.9.75 closes the connection when a response is queued on the first
+ * handler call of a request that may carry a body, so normal answers are queued on a later call.
+ * Gate rejections of requests that announce a body are answered at once (and the connection
+ * closed) so we never read a body we are going to refuse. */
+#include "tandem/http.h"
+#include "tandem/app.h"
+#include "tandem/error.h"
+#include "tandem/log.h"
+#include "tandem/metrics.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONNECTION_MEMORY_LIMIT (64 * 1024) /* request line + headers; bigger gets 431 from MHD */
+#define ACCESS_LOG_PATH_MAX 160
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    struct app *app;
+};
+
+static atomic_uint inflight;
+static atomic_ullong request_counter;
+static uint64_t request_seed;
+
+unsigned http_inflight(void) { return atomic_load(&inflight); }
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* splitmix64: request ids unique per process, not guessable from each other */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static enum http_method parse_method(const char *m)
+{
+    static const struct {
+        const char *name;
+        enum http_method m;
+    } tab[] = {{"GET", HTTP_GET},         {"HEAD", HTTP_HEAD},       {"POST", HTTP_POST}, {"PUT", HTTP_PUT},
+               {"DELETE", HTTP_DELETE},   {"OPTIONS", HTTP_OPTIONS}, {"PATCH", HTTP_PATCH}};
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (strcmp(m, tab[i].name) == 0)
+            return tab[i].m;
+    return HTTP_OTHER;
+}
+
+/* ---- queries and headers ---- */
+
+const char *http_query(struct request *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *http_header(struct request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+struct header_count {
+    const char *name;
+    unsigned n;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    (void)value;
+    struct header_count *hc = cls;
+    if (strcasecmp(key, hc->name) == 0)
+        hc->n++;
+    return MHD_YES;
+}
+
+static unsigned header_count(struct MHD_Connection *c, const char *name)
+{
+    struct header_count hc = {name, 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &hc);
+    return hc.n;
+}
+
+/* ---- replies ---- */
+
+void http_add_header(struct request *req, const char *name, const char *value)
+{
+    if (req->n_hdrs < REQUEST_MAX_HEADERS) {
+        req->hdr_names[req->n_hdrs] = name;
+        req->hdr_values[req->n_hdrs] = value;
+        req->n_hdrs++;
+    }
+}
+
+int http_reply_data(struct request *req, unsigned status, const char *content_type, const void *data, size_t len)
+{
+    if (req->response)
+        return T_OK;
+    req->response = MHD_create_response_from_buffer(len, (void *)(uintptr_t)data, MHD_RESPMEM_MUST_COPY);
+    if (!req->response)
+        return T_ERR_NOMEM;
+    req->status = status;
+    if (content_type)
+        MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    return T_OK;
+}
+
+int http_reply_json(struct request *req, unsigned status, struct json_t *body)
+{
+    if (!body)
+        return T_ERR_NOMEM;
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!s)
+        return T_ERR_NOMEM;
+    int err = http_reply_data(req, status, "application/json", s, strlen(s));
+    free(s);
+    return err;
+}
+
+int http_reply_error(struct request *req, int err, const char *message)
+{
+    if (req->response)
+        return T_OK;
+    unsigned status = tandem_http_status(err);
+    json_t *body = json_pack("{s:{s:s, s:s}}", "error", "code", tandem_err_code(err), "message",
+                             message ? message : tandem_strerror(err));
+    if (!body) /* message was not valid UTF-8: fall back to the standard text */
+        body = json_pack("{s:{s:s, s:s}}", "error", "code", tandem_err_code(err), "message", tandem_strerror(err));
+    return http_reply_json(req, status, body);
+}
+
+/* ---- the gate ---- */
+
+static int host_allowed(const struct config *cfg, const char *host)
+{
+    size_t n = strlen(host);
+    for (size_t i = 0; i < cfg->n_hosts; i++)
+        if (strlen(cfg->hosts[i]) == n && strncasecmp(cfg->hosts[i], host, n) == 0)
+            return 1;
+    return 0;
+}
+
+static int origin_allowed(const struct config *cfg, const char *origin)
+{
+    for (size_t i = 0; i < cfg->n_origins; i++)
+        if (strcmp(cfg->origins[i], origin) == 0)
+            return 1;
+    return 0;
+}
+
+/* Constant time in the length of the expected token. */
+static int token_equal(const char *got, size_t got_len, const char *want, size_t want_len)
+{
+    unsigned char diff = (unsigned char)(got_len != want_len);
+    for (size_t i = 0; i < want_len; i++)
+        diff |= (unsigned char)(want[i] ^ (i < got_len ? got[i] : 0));
+    return diff == 0;
+}
+
+static int authorized(struct request *req)
+{
+    struct app *app = req->app;
+    const char *auth = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        const char *t = auth + 7;
+        while (*t == ' ')
+            t++;
+        return token_equal(t, strlen(t), app->token, app->token_len);
+    }
+    if (!auth && req->route && (req->route->flags & ROUTE_TOKEN_IN_QUERY)) {
+        const char *t = http_query(req, "token");
+        if (t)
+            return token_equal(t, strlen(t), app->token, app->token_len);
+    }
+    return 0;
+}
+
+static int media_type_is(const char *ct, const char *want)
+{
+    if (!ct)
+        return 0;
+    size_t n = strlen(want);
+    while (*ct == ' ')
+        ct++;
+    if (strncasecmp(ct, want, n) != 0)
+        return 0;
+    ct += n;
+    while (*ct == ' ')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+/* Splits path into segments and matches route patterns; '*' takes one segment (maybe empty,
+ * so that "/v1/conversations//context" is a 400 for the id, not a 404). */
+static const struct route *match_route(struct request *req, int *path_known)
+{
+    *path_known = 0;
+    for (const struct route *r = api_routes; r->pattern; r++) {
+        const char *p = r->pattern, *u = req->path;
+        size_t np = 0;
+        const char *caps[REQUEST_MAX_PARAMS];
+        size_t caplen[REQUEST_MAX_PARAMS];
+        int ok = 1;
+        while (ok && *p && *u) {
+            if (*p == '*') {
+                const char *e = strchr(u, '/');
+                size_t l = e ? (size_t)(e - u) : strlen(u);
+                if (np < REQUEST_MAX_PARAMS) {
+                    caps[np] = u;
+                    caplen[np] = l;
+                    np++;
+                }
+                u += l;
+                p++;
+            } else if (*p == *u) {
+                p++, u++;
+            } else {
+                ok = 0;
+            }
+        }
+        /* a trailing '*' may match an empty last segment */
+        if (ok && *p == '*' && !*u && p[1] == '\0' && np < REQUEST_MAX_PARAMS) {
+            caps[np] = u;
+            caplen[np] = 0;
+            np++;
+            p++;
+        }
+        if (!ok || *p || *u)
+            continue;
+        *path_known = 1;
+        if (!(r->methods & req->method) && !(req->method == HTTP_HEAD && (r->methods & HTTP_GET)) &&
+            req->method != HTTP_OPTIONS)
+            continue; /* maybe another row has the same path with this method */
+        req->n_params = 0;
+        for (size_t i = 0; i < np; i++) {
+            req->params[i] = arena_strndup(&req->arena, caps[i], caplen[i]);
+            if (!req->params[i])
+                return NULL;
+            req->n_params++;
+        }
+        return r;
+    }
+    return NULL;
+}
+
+/* "GET, HEAD, PUT" for every row whose pattern matches the path. */
+static const char *allowed_methods(struct request *req)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } names[] = {{HTTP_GET, "GET"}, {HTTP_HEAD, "HEAD"}, {HTTP_POST, "POST"}, {HTTP_PUT, "PUT"},
+                 {HTTP_DELETE, "DELETE"}, {HTTP_PATCH, "PATCH"}};
+    unsigned bits = 0;
+    enum http_method saved = req->method;
+    for (const struct route *r = api_routes; r->pattern; r++) {
+        req->method = (enum http_method)r->methods;
+        /* reuse the matcher with this row's methods */
+        int known;
+        const struct route *save_route = req->route;
+        const struct route *m = match_route(req, &known);
+        req->route = save_route;
+        if (m == r)
+            bits |= r->methods;
+    }
+    req->method = saved;
+    if (bits & HTTP_GET)
+        bits |= HTTP_HEAD;
+    char *out = arena_alloc(&req->arena, 64);
+    if (!out)
+        return "OPTIONS";
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (bits & names[i].bit) {
+            strcat(out, names[i].name);
+            strcat(out, ", ");
+        }
+    strcat(out, "OPTIONS");
+    return out;
+}
+
+/* Decides what the gate says about this request: T_OK to go on, or the error to answer with.
+ * May set req->route. */
+static int gate(struct request *req, const char **message)
+{
+    const struct config *cfg = req->app->cfg;
+    *message = NULL;
+    /* 1. Host: exactly one, and one of ours (DNS rebinding defence) */
+    if (header_count(req->conn, "Host") != 1)
+        return *message = "exactly one Host header is required", T_ERR_MISDIRECTED;
+    const char *host = http_header(req, "Host");
+    if (!host || !host_allowed(cfg, host))
+        return T_ERR_MISDIRECTED;
+    /* 2. Origin: when present, must be allowed ("null" never is) */
+    unsigned n_origin = header_count(req->conn, "Origin");
+    const char *origin = http_header(req, "Origin");
+    if (n_origin > 1 || (origin && !origin_allowed(cfg, origin)))
+        return T_ERR_FORBIDDEN_ORIGIN;
+    /* 3. route (needed for auth flags and preflight) */
+    int path_known;
+    req->route = match_route(req, &path_known);
+    /* 4. preflight: no token (browsers send none), answered by the caller */
+    if (req->method == HTTP_OPTIONS)
+        return path_known ? T_OK : T_ERR_NOT_FOUND;
+    /* 5. token for everything under /v1/ (known path or not: don't reveal the API to strangers) */
+    int is_v1 = strncmp(req->path, "/v1/", 4) == 0 || strcmp(req->path, "/v1") == 0;
+    if (is_v1 || (req->route && !(req->route->flags & ROUTE_NO_AUTH))) {
+        if (!authorized(req))
+            return T_ERR_UNAUTHORIZED;
+    }
+    if (!path_known)
+        return T_ERR_NOT_FOUND;
+    if (!req->route)
+        return T_ERR_METHOD;
+    /* 6. bodies: JSON (or NDJSON) only, so a cross-site <form> can never reach a handler */
+    if (req->method & (HTTP_POST | HTTP_PUT | HTTP_PATCH)) {
+        const char *want = (req->route->flags & ROUTE_NDJSON) ? "application/x-ndjson" : "application/json";
+        if (!media_type_is(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE), want))
+            return *message = (req->route->flags & ROUTE_NDJSON) ? "send the body as application/x-ndjson" : NULL,
+                   T_ERR_MEDIA_TYPE;
+    }
+    /* 7. declared size */
+    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    size_t cap = req->route->max_body ? req->route->max_body : (size_t)cfg->max_body;
+    req->body.max = cap;
+    if (cl) {
+        char *end;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (*end == '\0' && v > cap)
+            return T_ERR_TOO_LARGE;
+    }
+    return T_OK;
+}
+
+/* ---- queueing ---- */
+
+static void add_common_headers(struct request *req, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "X-Request-Id", req->id);
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    const char *origin = http_header(req, "Origin");
+    if (origin && origin_allowed(req->app->cfg, origin)) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id");
+    }
+    MHD_add_response_header(resp, "Vary", "Origin");
+    for (size_t i = 0; i < req->n_hdrs; i++)
+        MHD_add_response_header(resp, req->hdr_names[i], req->hdr_values[i]);
+}
+
+static enum MHD_Result queue(struct request *req)
+{
+    if (!req->response) {
+        /* the handler set nothing: a bug; still answer with the envelope */
+        if (http_reply_error(req, T_ERR_INTERNAL, NULL) != T_OK || !req->response)
+            return MHD_NO;
+    }
+    add_common_headers(req, req->response);
+    enum MHD_Result r = MHD_queue_response(req->conn, req->status, req->response);
+    MHD_destroy_response(req->response);
+    req->response = NULL;
+    return r;
+}
+
+static enum MHD_Result answer_error(struct request *req, int err, const char *message)
+{
+    if (err == T_ERR_METHOD)
+        http_add_header(req, "Allow", allowed_methods(req));
+    if (err == T_ERR_UNAUTHORIZED)
+        http_add_header(req, "WWW-Authenticate", "Bearer realm=\"tandem\"");
+    if (http_reply_error(req, err, message) != T_OK)
+        return MHD_NO;
+    return queue(req);
+}
+
+static enum MHD_Result answer_preflight(struct request *req)
+{
+    if (http_reply_data(req, 204, NULL, "", 0) != T_OK)
+        return MHD_NO;
+    const char *allow = allowed_methods(req);
+    http_add_header(req, "Allow", allow);
+    http_add_header(req, "Access-Control-Allow-Methods", allow);
+    http_add_header(req, "Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, X-Request-Id");
+    http_add_header(req, "Access-Control-Allow-Private-Network", "true");
+    http_add_header(req, "Access-Control-Max-Age", "600");
+    return queue(req);
+}
+
+static enum MHD_Result dispatch(struct request *req)
+{
+    int err = req->route->handler(req);
+    if (err && !req->response)
+        return answer_error(req, err, NULL);
+    return queue(req);
+}
+
+/* ---- MHD callbacks ---- */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    (void)version;
+    struct request *req = *req_cls;
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        *req_cls = req;
+        atomic_fetch_add(&inflight, 1);
+        req->conn = conn;
+        req->app = cls;
+        req->start_ns = now_ns();
+        req->path = url;
+        req->method_name = method;
+        req->method = parse_method(method);
+        arena_init(&req->arena);
+        buf_init(&req->body, (size_t)req->app->cfg->max_body);
+        uint64_t v = mix64(request_seed + atomic_fetch_add(&request_counter, 1));
+        static const char hex[] = "0123456789abcdef";
+        for (int i = 0; i < REQUEST_ID_LEN; i++)
+            req->id[i] = hex[(v >> (4 * i)) & 0xF];
+        req->id[REQUEST_ID_LEN] = '\0';
+        const char *message;
+        req->calls = 1;
+        int err = gate(req, &message);
+        if (err) {
+            req->body_error = err;
+            req->reject_message = message;
+            /* a body is coming that we will not read: answer now (MHD then closes) */
+            if (http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH) || http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+                return answer_error(req, err, message);
+        }
+        return MHD_YES;
+    }
+    req->calls++;
+    if (*upload_data_size) {
+        if (req->body_error && req->body_error != T_ERR_TOO_LARGE)
+            return answer_error(req, req->body_error, req->reject_message);
+        if (!req->body_error) {
+            int err = buf_append(&req->body, upload_data, *upload_data_size);
+            if (err)
+                req->body_error = err; /* keep draining; answer on the final call */
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->response) /* already queued */
+        return MHD_YES;
+    if (req->body_error)
+        return answer_error(req, req->body_error, req->reject_message);
+    if (req->method == HTTP_OPTIONS)
+        return answer_preflight(req);
+    return dispatch(req);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    struct request *req = *req_cls;
+    if (!req)
+        return;
+    uint64_t dur = now_ns() - req->start_ns;
+    int route_index = req->route ? (int)(req->route - api_routes) : -1;
+    unsigned status = req->status ? req->status : 499; /* no answer: client went away */
+    metrics_observe_request(route_index, req->method_name, status, dur);
+    if (log_enabled(LOG_INFO)) {
+        char path[ACCESS_LOG_PATH_MAX + 1];
+        size_t pl = strlen(req->path);
+        if (pl > ACCESS_LOG_PATH_MAX)
+            pl = ACCESS_LOG_PATH_MAX;
+        for (size_t i = 0; i < pl; i++) /* control bytes and quotes out: a log line is one line */
+            path[i] = ((unsigned char)req->path[i] < 0x20 || req->path[i] == '\'') ? '?' : req->path[i];
+        path[pl] = '\0';
+        log_event(LOG_INFO, "request", "req_id=%s method=%s path='%s' route=%s status=%u dur_ms=%.3f%s", req->id,
+                  req->method_name, path, req->route ? req->route->name : "-", status, (double)dur / 1e6,
+                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+    }
+    if (req->response)
+        MHD_destroy_response(req->response);
+    if (!req->streaming)
+        atomic_fetch_sub(&inflight, 1);
+    buf_cleanup(&req->body);
+    arena_cleanup(&req->arena);
+    free(req);
+    *req_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (msg[i] == '\'' || (unsigned char)msg[i] < 0x20)
+            msg[i] = ' ';
+    log_warn("http_server", "detail='%s'", msg);
+}
+
+struct http_server *http_start(struct app *app)
+{
+    const struct config *cfg = app->cfg;
+    struct http_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return NULL;
+    srv->app = app;
+    if (getrandom(&request_seed, sizeof request_seed, 0) != sizeof request_seed)
+        request_seed = now_ns();
+    const char *names[METRICS_MAX_ROUTES];
+    unsigned n = 0;
+    for (const struct route *r = api_routes; r->pattern && n < METRICS_MAX_ROUTES - 1; r++)
+        names[n++] = r->name;
+    metrics_init(names, n);
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
+    if (cfg->listen_addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, app, MHD_OPTION_SOCK_ADDR,
+        (const struct sockaddr *)&cfg->listen_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_LIMIT,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, app, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, app,
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    if (!srv->daemon) {
+        log_error("listen_failed", "listen=%s hint='is the port in use? set TANDEM_LISTEN'", cfg->listen);
+        free(srv);
+        return NULL;
+    }
+    log_info("listening", "listen=%s threads=%ld", cfg->listen, cfg->threads);
+    return srv;
+}
+
+void http_stop(struct http_server *srv, unsigned grace_ms)
+{
+    if (!srv)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    uint64_t deadline = now_ns() + (uint64_t)grace_ms * 1000000u;
+    while (http_inflight() > 0 && now_ns() < deadline) {
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    if (http_inflight())
+        log_warn("shutdown_grace_expired", "inflight=%u", http_inflight());
+    MHD_stop_daemon(srv->daemon);
+    free(srv);
+}
