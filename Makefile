@@ -32,13 +32,14 @@ EMBED_GEN  := $(BUILD)/gen/embedded_data.c
 # Debian packages needed to build, test and run (make deps installs them).
 DEB_PKGS := build-essential pkg-config clang libmicrohttpd-dev libhiredis-dev libjansson-dev \
             libcurl4-openssl-dev libstemmer-dev libcmocka-dev redis-server redis-tools \
-            python3 valgrind wrk prometheus
+            python3 valgrind wrk prometheus curl
 
 .PHONY: all test unit e2e asan valgrind run deps format clean bench eval fuzz
 all: $(BUILD)/tandemd
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/tandem/*.h) | $(BUILD)/obj
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 $(EMBED_GEN): scripts/embed.sh $(EMBED_SRCS) | $(BUILD)/obj
 	@mkdir -p $(BUILD)/gen

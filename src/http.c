@@ -17,6 +17,7 @@
 #include "tandem/error.h"
 #include "tandem/log.h"
 #include "tandem/metrics.h"
+#include "tandem/sse.h"
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -69,6 +70,14 @@ static enum http_method parse_method(const char *m)
         if (strcmp(m, tab[i].name) == 0)
             return tab[i].m;
     return HTTP_OTHER;
+}
+
+void http_mark_streaming(struct request *req)
+{
+    if (!req->streaming) {
+        req->streaming = 1;
+        atomic_fetch_sub(&inflight, 1);
+    }
 }
 
 /* ---- queries and headers ---- */
@@ -514,7 +523,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char msg[512];
@@ -542,18 +551,20 @@ struct http_server *http_start(struct app *app)
     for (const struct route *r = api_routes; r->pattern && n < METRICS_MAX_ROUTES - 1; r++)
         names[n++] = r->name;
     metrics_init(names, n);
+    sse_init();
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
     if (cfg->listen_addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* the logger must be the first option, or MHD logs its own complaint about that to stderr */
     srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, app, MHD_OPTION_SOCK_ADDR,
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, app, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, app,
+        MHD_OPTION_SOCK_ADDR,
         (const struct sockaddr *)&cfg->listen_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_LIMIT,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, app, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, app,
-        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, app, MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     if (!srv->daemon) {
         log_error("listen_failed", "listen=%s hint='is the port in use? set TANDEM_LISTEN'", cfg->listen);
         free(srv);
@@ -570,6 +581,8 @@ void http_stop(struct http_server *srv, unsigned grace_ms)
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
+    /* streams end at once (clients reconnect elsewhere with Last-Event-ID) */
+    sse_shutdown();
     uint64_t deadline = now_ns() + (uint64_t)grace_ms * 1000000u;
     while (http_inflight() > 0 && now_ns() < deadline) {
         struct timespec ts = {0, 10 * 1000000};
@@ -577,6 +590,9 @@ void http_stop(struct http_server *srv, unsigned grace_ms)
     }
     if (http_inflight())
         log_warn("shutdown_grace_expired", "inflight=%u", http_inflight());
+    unsigned streams = sse_wait_closed(1000);
+    if (streams)
+        log_warn("shutdown_streams_open", "streams=%u", streams);
     MHD_stop_daemon(srv->daemon);
     free(srv);
 }
