@@ -124,7 +124,7 @@ void arena_cleanup(struct arena *a)
 void *arena_alloc(struct arena *a, size_t size)
 {
     size_t need = (size + 15) & ~(size_t)15;
-    if (need < size)
+    if (need < size || need > SIZE_MAX - sizeof(struct arena_chunk))
         return NULL;
     struct arena_chunk *c = a->head;
     if (!c || c->size - c->used < need) {

@@ -85,7 +85,7 @@ static int set_value(struct config *c, const struct opt *o, const char *v, FILE 
     char *end;
     errno = 0;
     long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < o->min || x > o->max) {
+    if (errno || end == v || *end || !isdigit((unsigned char)v[0]) || x < o->min || x > o->max) {
         fprintf(err, "tandemd: %s=%s is invalid: expected %s\n", o->env, v, o->help);
         return -1;
     }
@@ -388,6 +388,9 @@ static int parse_origins(struct config *c, FILE *err)
         size_t n = strlen(o);
         while (n && o[n - 1] == '/')
             o[--n] = '\0';
+        /* browsers send scheme and host in lower case */
+        for (char *p = o; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
         if (!valid_origin(o)) {
             fprintf(err, "tandemd: TANDEM_ALLOWED_ORIGINS entry '%s' is invalid: expected %s\n", o,
                     "scheme://host[:port], e.g. chrome-extension://abcdef or https://desk.example.com");
@@ -400,27 +403,64 @@ static int parse_origins(struct config *c, FILE *err)
     return rc;
 }
 
+/* Plain http:// is only for loopback and in-cluster model servers: a single-label name, *.svc or
+ * *.cluster.local, 127.0.0.0/8 or ::1. No userinfo (it would travel in clear). */
 static int is_loopback_or_cluster_host(const char *url)
 {
-    /* http:// only to loopback or an in-cluster name (no dots, or *.svc / *.cluster.local). */
     const char *h = url + strlen("http://");
+    size_t alen = strcspn(h, "/?#");
+    if (alen == 0 || memchr(h, '@', alen))
+        return 0;
     char host[256];
-    size_t n = strcspn(h, ":/");
+    if (h[0] == '[') {
+        const char *rb = memchr(h, ']', alen);
+        if (!rb || (size_t)(rb - h - 1) >= sizeof host)
+            return 0;
+        memcpy(host, h + 1, (size_t)(rb - h - 1));
+        host[rb - h - 1] = '\0';
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    }
+    size_t n = strcspn(h, ":/?#");
     if (n == 0 || n >= sizeof host)
         return 0;
-    if (h[0] == '[') {
-        n = strcspn(h, "]");
-        return strncmp(h, "[::1", n) == 0;
-    }
     memcpy(host, h, n);
     host[n] = '\0';
-    if (strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0)
+    for (char *p = host; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (strcmp(host, "localhost") == 0)
         return 1;
+    if (strspn(host, "abcdefghijklmnopqrstuvwxyz0123456789-.") != n || host[0] == '.' || host[0] == '-')
+        return 0;
     if (!strchr(host, '.'))
         return 1;
-    size_t hl = strlen(host);
-    return (hl > 4 && strcmp(host + hl - 4, ".svc") == 0) ||
-           (hl > 14 && strcmp(host + hl - 14, ".cluster.local") == 0);
+    return (n > 4 && strcmp(host + n - 4, ".svc") == 0) || (n > 14 && strcmp(host + n - 14, ".cluster.local") == 0);
+}
+
+/* url with the password of its userinfo replaced by ***, into out. */
+static void mask_url(const char *url, char *out, size_t outsz)
+{
+    const char *scheme = strstr(url, "://");
+    const char *auth = scheme ? scheme + 3 : url;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = NULL;
+    for (const char *p = auth; p < auth + alen; p++)
+        if (*p == '@')
+            at = p;
+    if (!at && strncmp(url, "unix://", 7) == 0)
+        at = strrchr(url, '@');
+    if (!at) {
+        snprintf(out, outsz, "%s", url);
+        return;
+    }
+    const char *colon = memchr(auth, ':', (size_t)(at - auth));
+    if (colon)
+        snprintf(out, outsz, "%.*s:***%s", (int)(colon - url), url, at);
+    else
+        snprintf(out, outsz, "%.*s***%s", (int)(auth - url), url, at);
 }
 
 static int fail(FILE *err, const char *env, const char *value, const char *form)
@@ -441,8 +481,11 @@ static int validate(struct config *c, FILE *err)
 {
     if (parse_listen(c))
         return fail(err, "TANDEM_LISTEN", c->listen, find_opt("TANDEM_LISTEN")->help);
-    if (config_parse_redis_url(c->redis_url, &c->redis))
-        return fail(err, "TANDEM_REDIS_URL", c->redis_url, find_opt("TANDEM_REDIS_URL")->help);
+    char masked[1024];
+    if (config_parse_redis_url(c->redis_url, &c->redis)) {
+        mask_url(c->redis_url, masked, sizeof masked);
+        return fail(err, "TANDEM_REDIS_URL", masked, find_opt("TANDEM_REDIS_URL")->help);
+    }
     size_t pl = strlen(c->redis_prefix);
     if (pl == 0 || pl > 64 || strspn(c->redis_prefix, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789:._-") != pl)
         return fail(err, "TANDEM_REDIS_PREFIX", c->redis_prefix, find_opt("TANDEM_REDIS_PREFIX")->help);
@@ -467,8 +510,11 @@ static int validate(struct config *c, FILE *err)
     if (c->llm_url) {
         size_t ul = strlen(c->llm_url);
         int https = strncmp(c->llm_url, "https://", 8) == 0, http = strncmp(c->llm_url, "http://", 7) == 0;
-        if ((!https && !http) || ul < 4 || strcmp(c->llm_url + ul - 3, "/v1") != 0 || (http && !is_loopback_or_cluster_host(c->llm_url)))
-            return fail(err, "TANDEM_LLM_URL", c->llm_url, find_opt("TANDEM_LLM_URL")->help);
+        if ((!https && !http) || ul < 4 || strcmp(c->llm_url + ul - 3, "/v1") != 0 ||
+            (http && !is_loopback_or_cluster_host(c->llm_url))) {
+            mask_url(c->llm_url, masked, sizeof masked);
+            return fail(err, "TANDEM_LLM_URL", masked, find_opt("TANDEM_LLM_URL")->help);
+        }
         if (!c->llm_model)
             return fail(err, "TANDEM_LLM_MODEL", "", "a model name (required when TANDEM_LLM_URL is set)");
     }
@@ -587,19 +633,10 @@ void config_print(const struct config *c, FILE *out)
             fprintf(out, "%s=\n", o->env);
         } else if (o->flags & OPT_SECRET) {
             fprintf(out, "%s=***\n", o->env);
-        } else if (strcmp(o->env, "TANDEM_REDIS_URL") == 0 && c->redis.password) {
-            /* mask the password inside the URL */
-            const char *at = strrchr(v, '@');
-            const char *scheme = strstr(v, "://");
-            if (at && scheme) {
-                const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
-                if (colon)
-                    fprintf(out, "%s=%.*s:***%s\n", o->env, (int)(colon - v), v, at);
-                else
-                    fprintf(out, "%s=%.*s***%s\n", o->env, (int)(scheme + 3 - v), v, at);
-            } else {
-                fprintf(out, "%s=***\n", o->env);
-            }
+        } else if (strcmp(o->env, "TANDEM_REDIS_URL") == 0 || strcmp(o->env, "TANDEM_LLM_URL") == 0) {
+            char masked[1024];
+            mask_url(v, masked, sizeof masked);
+            fprintf(out, "%s=%s\n", o->env, masked);
         } else {
             fprintf(out, "%s=%s\n", o->env, v);
         }

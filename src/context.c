@@ -117,6 +117,27 @@ char *context_strdup_utf8(struct arena *a, const char *s, size_t n)
     return out;
 }
 
+static void stream_id_parts(const char *id, uint64_t *ms, uint64_t *seq)
+{
+    *ms = *seq = 0;
+    const char *p = id;
+    for (; *p >= '0' && *p <= '9'; p++)
+        *ms = *ms * 10 + (uint64_t)(*p - '0');
+    if (*p == '-')
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            *seq = *seq * 10 + (uint64_t)(*p - '0');
+}
+
+int context_stream_id_cmp(const char *a, const char *b)
+{
+    uint64_t am, as, bm, bs;
+    stream_id_parts(a, &am, &as);
+    stream_id_parts(b, &bm, &bs);
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs ? 1 : 0;
+}
+
 static const char *role_names[] = {"customer", "agent", "bot", "system", "note", "other"};
 
 enum msg_role context_role_from_name(const char *name)

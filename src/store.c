@@ -21,6 +21,7 @@
 
 struct store {
     redisContext *ctx;
+    unsigned long generation; /* bumped on every new connection */
     uint64_t next_attempt_ns; /* no reconnect before this (backoff) */
     unsigned backoff_ms;
     unsigned cmd_timeout_ms;
@@ -264,6 +265,7 @@ static int ensure(struct store *s, int force)
     if (s->backoff_ms || s->next_attempt_ns)
         log_info("redis_reconnected", "%s", "");
     atomic_fetch_add(&stat_reconnects, 1);
+    s->generation++;
     s->backoff_ms = 0;
     s->next_attempt_ns = 0;
     return T_OK;
@@ -345,6 +347,16 @@ int store_command(struct store *s, struct redisReply **reply, int argc, const ch
     int err = pipeline(s, 1, argcs, argvs, lens, r);
     *reply = err ? NULL : r[0];
     return err;
+}
+
+unsigned long store_generation(const struct store *s) { return s->generation; }
+int store_connected(const struct store *s) { return s->ctx != NULL; }
+
+void store_set_timeout(struct store *s, unsigned ms)
+{
+    s->cmd_timeout_ms = ms;
+    if (s->ctx)
+        redisSetTimeout(s->ctx, ms_tv(ms));
 }
 
 void store_reply_free(struct redisReply *r)
@@ -558,6 +570,12 @@ static int parse_history(struct context *c, const redisReply *r)
 
 int store_fetch_context(struct store *s, const char *conv_id, size_t window, size_t history, struct context **out)
 {
+    return store_fetch_context_until(s, conv_id, NULL, window, history, out);
+}
+
+int store_fetch_context_until(struct store *s, const char *conv_id, const char *until_id, size_t window,
+                              size_t history, struct context **out)
+{
     *out = NULL;
     char kmsgs[KEY_MAX], kmeta[KEY_MAX], kprof[KEY_MAX], khist[KEY_MAX];
     char cust[ID_MAX_LEN + 1] = "", count[24], hcount[24];
@@ -572,7 +590,9 @@ int store_fetch_context(struct store *s, const char *conv_id, size_t window, siz
         have_cust = 0;
 
     const char *a_exists[] = {"EXISTS", kmsgs};
-    const char *a_msgs[] = {"XREVRANGE", kmsgs, "+", "-", "COUNT", count};
+    if (until_id && !context_valid_stream_id(until_id))
+        return T_ERR_BAD_REQUEST;
+    const char *a_msgs[] = {"XREVRANGE", kmsgs, until_id ? until_id : "+", "-", "COUNT", count};
     const char *a_meta[] = {"HGETALL", kmeta};
     const char *a_prof[] = {"HGETALL", kprof};
     const char *a_hist[] = {"XREVRANGE", khist, "+", "-", "COUNT", hcount};

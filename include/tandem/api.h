@@ -9,6 +9,11 @@ int api_metrics(struct request *req);
 int api_context(struct request *req);
 int api_focus_get(struct request *req);
 int api_focus_put(struct request *req);
+int api_events(struct request *req);
+/* Suggestions (api_suggest.c). */
+int api_suggestions(struct request *req);
+int api_focus_suggestion(struct request *req);
+int api_transcripts(struct request *req);
 
 /* Helpers shared by handlers. */
 /* Parses req->body as a JSON object; on failure replies 400 with Jansson's line/column and

@@ -51,6 +51,8 @@ struct context {
 int context_valid_id(const char *s);
 /* 1 when s looks like a Redis stream id "<ms>-<seq>" or "<ms>", else 0. */
 int context_valid_stream_id(const char *s);
+/* Orders two stream ids ("<ms>-<seq>", seq 0 when absent) numerically: <0, 0, >0. */
+int context_stream_id_cmp(const char *a, const char *b);
 /* Parses a stream id's millisecond part; -1 when malformed. */
 int64_t context_stream_id_ms(const char *id);
 

@@ -86,6 +86,9 @@ int http_reply_error(struct request *req, int err, const char *message);
 /* Adds a response header; name and value must outlive the request (static or req->arena). */
 void http_add_header(struct request *req, const char *name, const char *value);
 
+/* Marks req as a long-lived stream: it no longer counts as in flight for graceful shutdown. */
+void http_mark_streaming(struct request *req);
+
 /* Query argument or request header; borrowed until the request completes; NULL when absent. */
 const char *http_query(struct request *req, const char *key);
 const char *http_header(struct request *req, const char *name);

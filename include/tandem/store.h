@@ -37,6 +37,17 @@ int store_ping(struct store *s, const char **why);
 int store_fetch_context(struct store *s, const char *conv_id, size_t window, size_t history,
                         struct context **out);
 
+/* The same, with the newest message considered being until_id (a stream id; NULL = newest):
+ * the state of the conversation as it was when that message arrived. */
+int store_fetch_context_until(struct store *s, const char *conv_id, const char *until_id, size_t window,
+                              size_t history, struct context **out);
+
+/* Command timeout of this connection (blocking readers need more than the default). */
+void store_set_timeout(struct store *s, unsigned ms);
+/* Bumped on every (re)connect: a blocking reader re-reads its CLIENT ID when it changes. */
+unsigned long store_generation(const struct store *s);
+int store_connected(const struct store *s);
+
 /* Runs one command given as argv (never formatted into a string). On T_OK *reply is a new
  * hiredis reply (free with store_reply_free()); a Redis error reply is returned as T_OK with
  * the error in the reply, so callers can tell "Redis said no" from "Redis unreachable".

@@ -1,0 +1,44 @@
+/* The live loop: XREAD BLOCK over watched conversations, one recompute per new message, push. */
+#ifndef TANDEM_WATCH_H
+#define TANDEM_WATCH_H
+#include "tandem/app.h"
+#include "tandem/context.h"
+
+struct json_t;
+
+#define WATCH_BLOCK_MS 1000   /* XREAD BLOCK; also the heartbeat/housekeeping tick */
+#define WATCH_MAX_K 10        /* suggestions computed (and cached) per state; requests slice */
+#define WATCH_EVENT_K 3       /* suggestions per pushed event */
+
+/* What the engines say about one state of a conversation. All new references (or NULL). */
+struct watch_answers {
+    struct json_t *suggestions; /* the GET .../suggestions answer with WATCH_MAX_K suggestions */
+    struct json_t *summary;     /* the GET .../summary answer */
+    struct json_t *alerts;      /* array of alert objects, each with a "type" string */
+};
+typedef int (*watch_compute_fn)(struct app *app, const struct context *ctx, struct watch_answers *out);
+void watch_answers_cleanup(struct watch_answers *a);
+
+/* Starts the watcher thread (own Redis connection). compute is called on that thread. */
+int watch_start(struct app *app, watch_compute_fn compute);
+void watch_stop(void);
+
+/* Watch-set changes. conv must be a valid id. from_id: the newest message the caller has
+ * already covered ("" unknown: the watcher starts from the newest message it finds). */
+void watch_subscribed(const char *conv, const char *from_id, int subscribed);
+/* The focused conversation is watched too (so hotkeys hit the cache); NULL/"" clears. */
+void watch_set_focus(const char *conv);
+
+/* Cached answers for conv when they describe its newest message (the watcher is connected and
+ * caught up). On 1, *out holds new references and based_on the message id. */
+int watch_cached(const char *conv, struct watch_answers *out, char based_on[STREAM_ID_MAX]);
+
+/* Builds the events for one state: "suggestions" (first WATCH_EVENT_K), "summary", and an
+ * "alert" for each alert type not in prev_alerts (may be NULL). Returns the count written to
+ * evs (at most max); each is a new reference (sse_event_unref). */
+struct sse_event;
+size_t watch_build_events(const struct watch_answers *a, const char *conv, const char *msg_id, const struct json_t *prev_alerts,
+                          struct sse_event **evs, size_t max);
+/* Slices a suggestions answer to its first k suggestions: new reference. */
+struct json_t *watch_slice_suggestions(const struct json_t *answer, size_t k);
+#endif

@@ -1,0 +1,58 @@
+/* GET /v1/conversations/{ID}/events: the live stream of suggestions, summary and alerts. */
+#include "tandem/api.h"
+#include "tandem/app.h"
+#include "tandem/error.h"
+#include "tandem/sse.h"
+#include "tandem/store.h"
+#include "tandem/watch.h"
+
+#include <string.h>
+
+#define SNAPSHOT_MAX_EVENTS 16
+
+int api_events(struct request *req)
+{
+    const char *id;
+    if (!api_param_id(req, 0, &id))
+        return T_OK;
+    /* EventSource sends Last-Event-ID on reconnect; a query parameter lets a fresh page resume */
+    const char *last = http_header(req, "Last-Event-ID");
+    if (!last)
+        last = http_query(req, "last_event_id");
+    if (last && *last && !context_valid_stream_id(last))
+        return http_reply_error(req, T_ERR_BAD_REQUEST, "Last-Event-ID must be a message id like 1732368000000-0");
+    struct app *app = req->app;
+    struct sse_sub *sub;
+    int err = sse_subscribe(req, id, &sub);
+    if (err)
+        return err;
+    /* the state now: from the live loop's cache when it is current, else computed here */
+    struct watch_answers a = {0};
+    char based_on[STREAM_ID_MAX] = "";
+    if (!watch_cached(id, &a, based_on)) {
+        struct store *s = store_thread();
+        struct context *c = NULL;
+        err = s ? store_fetch_context(s, id, (size_t)app->cfg->context_messages, (size_t)app->cfg->history_entries, &c)
+                : T_ERR_NOMEM;
+        if (!err) {
+            err = app->compute(app, c, &a);
+            snprintf(based_on, sizeof based_on, "%s", c->newest_id[0] ? c->newest_id : "0-0");
+        }
+        context_free(c);
+        if (err) {
+            watch_answers_cleanup(&a);
+            sse_abort(req, sub);
+            return err;
+        }
+    }
+    struct sse_event *evs[SNAPSHOT_MAX_EVENTS];
+    size_t n = 0;
+    /* a client that already saw this state gets only what comes next */
+    if (!last || !*last || context_stream_id_cmp(last, based_on) < 0)
+        n = watch_build_events(&a, id, based_on, NULL, evs, SNAPSHOT_MAX_EVENTS);
+    sse_start(sub, based_on, evs, n);
+    for (size_t i = 0; i < n; i++)
+        sse_event_unref(evs[i]);
+    watch_answers_cleanup(&a);
+    return T_OK;
+}

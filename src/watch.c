@@ -1,0 +1,576 @@
+/* The live loop: one thread XREADs (BLOCK) the streams of watched conversations, recomputes the
+ * state once per new message, caches it, and publishes events to the SSE hub.
+ *
+ * A conversation is watched while it has subscribers or is focused. When the watch set grows,
+ * the thread is woken with CLIENT UNBLOCK so a new conversation is read at once. Across a Redis
+ * outage the loop keeps each conversation's last id and resumes from it: nothing missed,
+ * nothing pushed twice. */
+#include "tandem/watch.h"
+#include "tandem/error.h"
+#include "tandem/log.h"
+#include "tandem/metrics.h"
+#include "tandem/sse.h"
+#include "tandem/store.h"
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WATCH_READ_COUNT 64 /* entries per stream per XREAD: bounds one loop's work */
+
+struct watched {
+    char conv[ID_MAX_LEN + 1];
+    char last_id[STREAM_ID_MAX]; /* newest message processed; "" = not yet known */
+    int subscribed, focused;
+    struct watch_answers cache;  /* state at cache_id */
+    char cache_id[STREAM_ID_MAX];
+    struct watched *next;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static struct watched *list;
+static size_t n_watched;
+static char focus[ID_MAX_LEN + 1];
+static int running, redis_ok = 1, blocked;
+static long long client_id = -1;
+static pthread_t thread;
+static struct app *gapp;
+static watch_compute_fn compute_fn;
+static atomic_ulong stat_recomputes, stat_errors;
+static atomic_ullong stat_recompute_ns;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void watch_answers_cleanup(struct watch_answers *a)
+{
+    json_decref(a->suggestions);
+    json_decref(a->summary);
+    json_decref(a->alerts);
+    a->suggestions = a->summary = a->alerts = NULL;
+}
+
+static struct watched *find(const char *conv)
+{
+    for (struct watched *w = list; w; w = w->next)
+        if (strcmp(w->conv, conv) == 0)
+            return w;
+    return NULL;
+}
+
+/* Caller holds lock. Drops w when nobody needs it any more. */
+static void maybe_remove(struct watched *w)
+{
+    if (w->subscribed || w->focused)
+        return;
+    for (struct watched **pp = &list; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    watch_answers_cleanup(&w->cache);
+    free(w);
+    n_watched--;
+}
+
+/* Caller holds lock. */
+static struct watched *add(const char *conv, const char *from_id, int *created)
+{
+    struct watched *w = find(conv);
+    *created = 0;
+    if (w)
+        return w;
+    w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    snprintf(w->conv, sizeof w->conv, "%s", conv);
+    snprintf(w->last_id, sizeof w->last_id, "%s", from_id ? from_id : "");
+    w->next = list;
+    list = w;
+    n_watched++;
+    *created = 1;
+    return w;
+}
+
+/* Interrupts the watcher's XREAD BLOCK so it picks up a new conversation at once. */
+static void wake_reader(void)
+{
+    pthread_mutex_lock(&lock);
+    long long id = blocked ? client_id : -1;
+    pthread_cond_signal(&cond);
+    pthread_mutex_unlock(&lock);
+    if (id < 0)
+        return;
+    struct store *s = store_thread();
+    if (!s)
+        return;
+    char ids[24];
+    snprintf(ids, sizeof ids, "%lld", id);
+    const char *argv[] = {"CLIENT", "UNBLOCK", ids};
+    struct redisReply *r = NULL;
+    if (store_command(s, &r, 3, argv, NULL) == T_OK)
+        store_reply_free(r);
+}
+
+void watch_subscribed(const char *conv, const char *from_id, int subscribed)
+{
+    int created = 0;
+    pthread_mutex_lock(&lock);
+    struct watched *w = subscribed ? add(conv, from_id, &created) : find(conv);
+    if (w) {
+        w->subscribed = subscribed;
+        if (!subscribed)
+            maybe_remove(w);
+    }
+    pthread_mutex_unlock(&lock);
+    if (created)
+        wake_reader();
+}
+
+void watch_set_focus(const char *conv)
+{
+    int created = 0;
+    pthread_mutex_lock(&lock);
+    if (focus[0]) {
+        struct watched *old = find(focus);
+        if (old) {
+            old->focused = 0;
+            maybe_remove(old);
+        }
+    }
+    snprintf(focus, sizeof focus, "%s", conv ? conv : "");
+    if (focus[0]) {
+        struct watched *w = add(focus, "", &created);
+        if (w)
+            w->focused = 1;
+    }
+    pthread_mutex_unlock(&lock);
+    if (created)
+        wake_reader();
+}
+
+int watch_cached(const char *conv, struct watch_answers *out, char based_on[STREAM_ID_MAX])
+{
+    int hit = 0;
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&lock);
+    struct watched *w = redis_ok ? find(conv) : NULL;
+    if (w && w->cache_id[0] && strcmp(w->cache_id, w->last_id) == 0 && w->cache.suggestions) {
+        out->suggestions = json_incref(w->cache.suggestions);
+        out->summary = json_incref(w->cache.summary);
+        out->alerts = json_incref(w->cache.alerts);
+        memcpy(based_on, w->cache_id, STREAM_ID_MAX);
+        hit = 1;
+    }
+    pthread_mutex_unlock(&lock);
+    return hit;
+}
+
+json_t *watch_slice_suggestions(const json_t *answer, size_t k)
+{
+    json_t *copy = json_copy((json_t *)answer); /* shallow: shares the suggestion objects */
+    if (!copy)
+        return NULL;
+    json_t *arr = json_object_get(copy, "suggestions");
+    if (json_is_array(arr) && json_array_size(arr) > k) {
+        json_t *sliced = json_array();
+        for (size_t i = 0; i < k; i++)
+            json_array_append(sliced, json_array_get(arr, i));
+        json_object_set_new(copy, "suggestions", sliced);
+    }
+    return copy;
+}
+
+static struct sse_event *event_of(const char *name, const char *id, json_t *data)
+{
+    if (!data)
+        return NULL;
+    char *s = json_dumps(data, JSON_COMPACT); /* compact JSON never contains a raw newline */
+    if (!s)
+        return NULL;
+    struct sse_event *ev = sse_event_new(name, id, s, strlen(s));
+    free(s);
+    return ev;
+}
+
+static int has_type(const json_t *alerts, const char *type)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(alerts, i, a)
+    {
+        const char *t = json_string_value(json_object_get(a, "type"));
+        if (t && strcmp(t, type) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+size_t watch_build_events(const struct watch_answers *a, const char *conv, const char *msg_id, const json_t *prev_alerts,
+                          struct sse_event **evs, size_t max)
+{
+    size_t n = 0;
+    if (a->suggestions && n < max) {
+        json_t *sl = watch_slice_suggestions(a->suggestions, WATCH_EVENT_K);
+        evs[n] = event_of("suggestions", msg_id, sl);
+        json_decref(sl);
+        n += evs[n] != NULL;
+    }
+    if (a->summary && n < max) {
+        evs[n] = event_of("summary", msg_id, a->summary);
+        n += evs[n] != NULL;
+    }
+    size_t i;
+    json_t *al;
+    json_array_foreach(a->alerts, i, al)
+    {
+        const char *t = json_string_value(json_object_get(al, "type"));
+        if (n >= max || !t || (prev_alerts && has_type(prev_alerts, t)))
+            continue;
+        json_t *data = json_pack("{s:s, s:s, s:O}", "conversation_id", conv, "based_on", msg_id ? msg_id : "", "alert", al);
+        evs[n] = event_of("alert", msg_id, data);
+        json_decref(data);
+        n += evs[n] != NULL;
+    }
+    return n;
+}
+
+/* Recomputes conv's state at msg_id (NULL: newest), caches it and publishes events.
+ * Returns T_OK, or an error when Redis failed (the caller retries from the same id). */
+static int process(struct store *s, const char *conv, const char *msg_id)
+{
+    const struct config *cfg = gapp->cfg;
+    struct context *c = NULL;
+    uint64_t t0 = now_ns();
+    int err = store_fetch_context_until(s, conv, msg_id, (size_t)cfg->context_messages,
+                                        (size_t)cfg->history_entries, &c);
+    if (err == T_ERR_CONV_NOT_FOUND) {
+        /* not created yet (focus set early) or deleted: nothing to say, nothing to cache */
+        return T_OK;
+    }
+    if (err)
+        return err;
+    struct watch_answers a = {0};
+    err = compute_fn(gapp, c, &a);
+    if (err) {
+        atomic_fetch_add(&stat_errors, 1);
+        log_warn("recompute_failed", "conv=%s err=%s", conv, tandem_err_code(err));
+        context_free(c);
+        return T_OK; /* a compute bug must not stall the stream */
+    }
+    char id[STREAM_ID_MAX];
+    snprintf(id, sizeof id, "%s", c->newest_id[0] ? c->newest_id : "0-0");
+    /* remember the alerts already raised, update the cache */
+    json_t *prev_alerts = NULL;
+    pthread_mutex_lock(&lock);
+    struct watched *w = find(conv);
+    if (w) {
+        prev_alerts = w->cache.alerts ? json_incref(w->cache.alerts) : NULL;
+        if (!w->cache_id[0] || context_stream_id_cmp(id, w->cache_id) >= 0) {
+            watch_answers_cleanup(&w->cache);
+            w->cache.suggestions = json_incref(a.suggestions);
+            w->cache.summary = json_incref(a.summary);
+            w->cache.alerts = json_incref(a.alerts);
+            memcpy(w->cache_id, id, sizeof id);
+        }
+        if (!w->last_id[0] || context_stream_id_cmp(id, w->last_id) > 0)
+            memcpy(w->last_id, id, sizeof id);
+    }
+    pthread_mutex_unlock(&lock);
+    if (msg_id) { /* a new message: push; an initial load only fills the cache */
+        struct sse_event *evs[16];
+        size_t n = watch_build_events(&a, conv, id, prev_alerts, evs, 16);
+        for (size_t i = 0; i < n; i++) {
+            sse_publish(conv, evs[i]);
+            sse_event_unref(evs[i]);
+        }
+    }
+    json_decref(prev_alerts);
+    watch_answers_cleanup(&a);
+    context_free(c);
+    atomic_fetch_add(&stat_recomputes, 1);
+    atomic_fetch_add(&stat_recompute_ns, now_ns() - t0);
+    return T_OK;
+}
+
+static void publish_status(int ok)
+{
+    const char *data = ok ? "{\"redis\":\"ok\"}"
+                          : "{\"redis\":\"unavailable\",\"message\":\"Redis is not reachable; events resume "
+                            "when it is back, without gaps\"}";
+    struct sse_event *ev = sse_event_new("status", NULL, data, strlen(data));
+    if (ev) {
+        sse_publish(NULL, ev);
+        sse_event_unref(ev);
+    }
+}
+
+static void set_redis_ok(int ok)
+{
+    pthread_mutex_lock(&lock);
+    int changed = redis_ok != ok;
+    redis_ok = ok;
+    pthread_mutex_unlock(&lock);
+    if (changed) {
+        log_info(ok ? "watch_redis_ok" : "watch_redis_down", "%s", "");
+        publish_status(ok);
+    }
+}
+
+/* Conversation id from a key "<prefix>conv:{ID}:msgs". */
+static int conv_of_key(const char *key, char *conv)
+{
+    const char *a = strchr(key, '{'), *b = a ? strchr(a, '}') : NULL;
+    if (!a || !b || (size_t)(b - a - 1) > ID_MAX_LEN)
+        return -1;
+    memcpy(conv, a + 1, (size_t)(b - a - 1));
+    conv[b - a - 1] = '\0';
+    return context_valid_id(conv) ? 0 : -1;
+}
+
+static void heartbeat(uint64_t *last_ping)
+{
+    uint64_t now = now_ns();
+    if (now - *last_ping < (uint64_t)SSE_HEARTBEAT_MS * 1000000u)
+        return;
+    *last_ping = now;
+    struct sse_event *ev = sse_comment_new("ping");
+    if (ev) {
+        sse_publish(NULL, ev);
+        sse_event_unref(ev);
+    }
+}
+
+/* One XREAD round over the current watch set. */
+static int read_round(struct store *s, unsigned long *gen)
+{
+    /* conversations whose starting point is unknown: load their newest state first */
+    char pending[ID_MAX_LEN + 1];
+    for (;;) {
+        pending[0] = '\0';
+        pthread_mutex_lock(&lock);
+        for (struct watched *w = list; w; w = w->next)
+            if (!w->last_id[0]) {
+                memcpy(pending, w->conv, sizeof pending);
+                snprintf(w->last_id, sizeof w->last_id, "0-0"); /* provisional: empty stream */
+                break;
+            }
+        pthread_mutex_unlock(&lock);
+        if (!pending[0])
+            break;
+        int err = process(s, pending, NULL);
+        if (err) {
+            pthread_mutex_lock(&lock);
+            struct watched *w = find(pending);
+            if (w && strcmp(w->last_id, "0-0") == 0)
+                w->last_id[0] = '\0';
+            pthread_mutex_unlock(&lock);
+            return err;
+        }
+    }
+    if (!store_connected(s) || store_generation(s) != *gen) {
+        const char *argv[] = {"CLIENT", "ID"};
+        struct redisReply *r = NULL;
+        int err = store_command(s, &r, 2, argv, NULL);
+        if (err)
+            return err;
+        pthread_mutex_lock(&lock);
+        client_id = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+        pthread_mutex_unlock(&lock);
+        store_reply_free(r);
+        *gen = store_generation(s);
+    }
+    pthread_mutex_lock(&lock);
+    size_t n = n_watched;
+    if (!n) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&cond, &lock, &until);
+        pthread_mutex_unlock(&lock);
+        return T_OK;
+    }
+    const char **argv = calloc(6 + 2 * n, sizeof *argv);
+    char(*keys)[320] = calloc(n, sizeof *keys);
+    char(*ids)[STREAM_ID_MAX] = calloc(n, sizeof *ids);
+    if (!argv || !keys || !ids) {
+        pthread_mutex_unlock(&lock);
+        free(argv), free(keys), free(ids);
+        return T_ERR_NOMEM;
+    }
+    size_t i = 0;
+    for (struct watched *w = list; w && i < n; w = w->next, i++) {
+        store_key_conv(keys[i], sizeof keys[i], w->conv, "msgs");
+        memcpy(ids[i], w->last_id, STREAM_ID_MAX);
+    }
+    blocked = 1;
+    pthread_mutex_unlock(&lock);
+    char count[16], block[16];
+    snprintf(count, sizeof count, "%d", WATCH_READ_COUNT);
+    snprintf(block, sizeof block, "%d", WATCH_BLOCK_MS);
+    int argc = 0;
+    argv[argc++] = "XREAD";
+    argv[argc++] = "COUNT";
+    argv[argc++] = count;
+    argv[argc++] = "BLOCK";
+    argv[argc++] = block;
+    argv[argc++] = "STREAMS";
+    for (size_t k = 0; k < n; k++)
+        argv[argc++] = keys[k];
+    for (size_t k = 0; k < n; k++)
+        argv[argc++] = ids[k];
+    struct redisReply *r = NULL;
+    int err = store_command(s, &r, argc, argv, NULL);
+    pthread_mutex_lock(&lock);
+    blocked = 0;
+    pthread_mutex_unlock(&lock);
+    free(argv);
+    free(keys);
+    free(ids);
+    if (err)
+        return err;
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* UNBLOCKED (our own wake-up) is normal; anything else is logged and retried */
+        int normal = strncmp(r->str, "UNBLOCKED", 9) == 0;
+        if (!normal)
+            log_warn("watch_xread_error", "%s", "");
+        store_reply_free(r);
+        return normal ? T_OK : T_ERR_UNAVAILABLE;
+    }
+    set_redis_ok(1);
+    /* [[key, [[id, fields], ...]], ...] */
+    for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
+        struct redisReply *st = r->element[k];
+        char conv[ID_MAX_LEN + 1];
+        if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 || st->element[0]->type != REDIS_REPLY_STRING ||
+            conv_of_key(st->element[0]->str, conv) != 0)
+            continue;
+        struct redisReply *entries = st->element[1];
+        for (size_t e = 0; entries->type == REDIS_REPLY_ARRAY && e < entries->elements; e++) {
+            struct redisReply *ent = entries->element[e];
+            if (ent->type != REDIS_REPLY_ARRAY || ent->elements < 1 || ent->element[0]->type != REDIS_REPLY_STRING)
+                continue;
+            const char *id = ent->element[0]->str;
+            err = process(s, conv, id);
+            if (err) {
+                store_reply_free(r);
+                return err;
+            }
+            pthread_mutex_lock(&lock); /* advance even if the state could not be computed */
+            struct watched *w = find(conv);
+            if (w && context_stream_id_cmp(id, w->last_id) > 0)
+                snprintf(w->last_id, sizeof w->last_id, "%s", id);
+            pthread_mutex_unlock(&lock);
+        }
+    }
+    store_reply_free(r);
+    return T_OK;
+}
+
+static void *loop(void *arg)
+{
+    (void)arg;
+    struct store *s = store_new();
+    if (!s) {
+        log_error("watch_start_failed", "reason=oom");
+        return NULL;
+    }
+    store_set_timeout(s, (unsigned)(WATCH_BLOCK_MS + gapp->cfg->redis_timeout_ms));
+    unsigned long gen = (unsigned long)-1;
+    uint64_t last_ping = now_ns();
+    for (;;) {
+        pthread_mutex_lock(&lock);
+        int go = running;
+        pthread_mutex_unlock(&lock);
+        if (!go)
+            break;
+        int err = read_round(s, &gen);
+        heartbeat(&last_ping);
+        if (err == T_ERR_UNAVAILABLE) {
+            set_redis_ok(0);
+            /* store_* back off by themselves; don't spin while they do */
+            struct timespec ts = {0, 100 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    store_free(s);
+    return NULL;
+}
+
+static int render_metrics(struct buf *out)
+{
+    pthread_mutex_lock(&lock);
+    size_t n = n_watched;
+    int ok = redis_ok;
+    pthread_mutex_unlock(&lock);
+    int err = metrics_header(out, "tandem_watch_conversations", "gauge", "Conversations the live loop follows.");
+    if (!err)
+        err = buf_printf(out, "tandem_watch_conversations %zu\n", n);
+    if (!err)
+        err = metrics_header(out, "tandem_watch_redis_up", "gauge", "1 when the live loop reads Redis.");
+    if (!err)
+        err = buf_printf(out, "tandem_watch_redis_up %d\n", ok);
+    if (!err)
+        err = metrics_header(out, "tandem_watch_recomputes_total", "counter", "States recomputed for new messages.");
+    if (!err)
+        err = buf_printf(out, "tandem_watch_recomputes_total %lu\n", atomic_load(&stat_recomputes));
+    if (!err)
+        err = metrics_header(out, "tandem_watch_recompute_seconds_total", "counter",
+                             "Time spent fetching and recomputing states.");
+    if (!err)
+        err = buf_printf(out, "tandem_watch_recompute_seconds_total %.6f\n", (double)atomic_load(&stat_recompute_ns) / 1e9);
+    if (!err)
+        err = metrics_header(out, "tandem_watch_compute_errors_total", "counter", "Recomputes that failed.");
+    if (!err)
+        err = buf_printf(out, "tandem_watch_compute_errors_total %lu\n", atomic_load(&stat_errors));
+    return err;
+}
+
+int watch_start(struct app *app, watch_compute_fn compute)
+{
+    gapp = app;
+    compute_fn = compute;
+    running = 1;
+    metrics_register(render_metrics);
+    sse_set_watch_hook(watch_subscribed);
+    if (pthread_create(&thread, NULL, loop, NULL) != 0) {
+        running = 0;
+        return T_ERR_INTERNAL;
+    }
+    return T_OK;
+}
+
+void watch_stop(void)
+{
+    pthread_mutex_lock(&lock);
+    if (!running) {
+        pthread_mutex_unlock(&lock);
+        return;
+    }
+    running = 0;
+    pthread_cond_signal(&cond);
+    pthread_mutex_unlock(&lock);
+    wake_reader();
+    pthread_join(thread, NULL);
+    sse_set_watch_hook(NULL);
+    pthread_mutex_lock(&lock);
+    while (list) {
+        struct watched *w = list;
+        list = w->next;
+        watch_answers_cleanup(&w->cache);
+        free(w);
+    }
+    n_watched = 0;
+    focus[0] = '\0';
+    pthread_mutex_unlock(&lock);
+}
