@@ -43,16 +43,17 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard include/tandem/*.h) | $(BUILD)/obj
 
 $(EMBED_GEN): scripts/embed.sh $(EMBED_SRCS) | $(BUILD)/obj
 	@mkdir -p $(BUILD)/gen
-	bash scripts/embed.sh $@ $(EMBED_SRCS)
+	@bash scripts/embed.sh $@ $(EMBED_SRCS)
 
 $(BUILD)/obj/embedded_data.o: $(EMBED_GEN)
-	$(CC) $(CFLAGS) -Wno-overlength-strings -c -o $@ $<
+	@$(CC) $(CFLAGS) -Wno-overlength-strings -c -o $@ $<
 
 $(BUILD)/libtandem.a: $(LIB_OBJS) $(BUILD)/obj/embedded_data.o
-	rm -f $@ && ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/tandemd: $(BUILD)/obj/main.o $(BUILD)/libtandem.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	@echo "  LD $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libtandem.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $< $(BUILD)/libtandem.a $(LDFLAGS) $(LDLIBS) -lcmocka

@@ -5,6 +5,7 @@
 #include "tandem/log.h"
 #include "tandem/metrics.h"
 #include "tandem/store.h"
+#include "tandem/watch.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -19,6 +20,11 @@ const struct route api_routes[] = {
     {"/v1/conversations/*/context", HTTP_GET, api_context, "context", 0, 0},
     {"/v1/focus", HTTP_GET, api_focus_get, "focus_get", 0, 0},
     {"/v1/focus", HTTP_PUT, api_focus_put, "focus_put", 0, 0},
+    {"/v1/conversations/*/suggestions", HTTP_GET, api_suggestions, "suggestions", 0, 0},
+    {"/v1/conversations/*/summary", HTTP_GET, api_summary, "summary", 0, 0},
+    {"/v1/conversations/*/events", HTTP_GET, api_events, "events", ROUTE_TOKEN_IN_QUERY, 0},
+    {"/v1/focus/suggestions/*", HTTP_GET, api_focus_suggestion, "focus_suggestion", 0, 0},
+    {"/v1/transcripts", HTTP_POST, api_transcripts, "transcripts", ROUTE_NDJSON, 64u << 20},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 
@@ -158,6 +164,7 @@ int api_focus_put(struct request *req)
     snprintf(app->focus_id, sizeof app->focus_id, "%s", id ? id : "");
     app->focus_since_ms = since;
     pthread_mutex_unlock(&app->focus_lock);
+    watch_set_focus(id);
     err = reply_focus(req, id, since);
 out:
     json_decref(root);

@@ -50,7 +50,8 @@ int api_events(struct request *req)
     /* a client that already saw this state gets only what comes next */
     if (!last || !*last || context_stream_id_cmp(last, based_on) < 0)
         n = watch_build_events(&a, id, based_on, NULL, evs, SNAPSHOT_MAX_EVENTS);
-    sse_start(sub, based_on, evs, n);
+    sse_start(sub, based_on, evs, n); /* the conversation is watched from here on */
+    watch_prime(id, &a, based_on);
     for (size_t i = 0; i < n; i++)
         sse_event_unref(evs[i]);
     watch_answers_cleanup(&a);

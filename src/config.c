@@ -42,6 +42,8 @@ static const struct opt opts[] = {
     {"TANDEM_ALLOWED_ORIGINS", S(allowed_origins), "", 0, 0, 0,
      "comma-separated origins, e.g. chrome-extension://abcdef,https://desk.example.com"},
     {"TANDEM_KB", S(kb), NULL, 0, 0, 0, "path to a .jsonl file or a directory of *.jsonl files"},
+    {"TANDEM_ALERT_RULES", S(alert_rules), NULL, 0, 0, 0,
+     "path to a JSON file of alert rules merged over the built-in ones (shape of data/alert_rules.json)"},
     {"TANDEM_LLM_URL", S(llm_url), NULL, 0, 0, 0,
      "base URL ending in /v1: https://..., or http:// for loopback and in-cluster model servers"},
     {"TANDEM_LLM_MODEL", S(llm_model), NULL, 0, 0, 0, "model name as the server knows it"},
@@ -507,6 +509,8 @@ static int validate(struct config *c, FILE *err)
         return -1;
     if (c->kb && access(c->kb, R_OK) != 0)
         return fail(err, "TANDEM_KB", c->kb, "a readable .jsonl file or directory");
+    if (c->alert_rules && access(c->alert_rules, R_OK) != 0)
+        return fail(err, "TANDEM_ALERT_RULES", c->alert_rules, "a readable JSON file of alert rules");
     if (c->llm_url) {
         size_t ul = strlen(c->llm_url);
         int https = strncmp(c->llm_url, "https://", 8) == 0, http = strncmp(c->llm_url, "http://", 7) == 0;

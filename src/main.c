@@ -1,9 +1,18 @@
 /* tandemd: configuration, signals, start-up and orderly shutdown. */
+#include "tandem/alerts.h"
+#include "tandem/api.h"
 #include "tandem/app.h"
+#include "tandem/events.h"
+#include "tandem/kb.h"
+#include "tandem/memory.h"
+#include "tandem/metrics.h"
+#include "tandem/text.h"
+#include "tandem/watch.h"
 #include "tandem/config.h"
 #include "tandem/http.h"
 #include "tandem/log.h"
 #include "tandem/store.h"
+#include "tandem/summary.h"
 #include "tandem/token.h"
 
 #include <pthread.h>
@@ -53,14 +62,42 @@ int main(int argc, char **argv)
     log_setup(cfg.log_level, cfg.log_json);
     app.cfg = &cfg;
     pthread_mutex_init(&app.focus_lock, NULL);
+    pthread_mutex_init(&app.kb_lock, NULL);
     int rc = 2;
+    struct http_server *srv = NULL;
     if (token_setup(&app, &cfg, stderr) != 0)
         goto out;
     store_global_init(&cfg);
+    char errbuf[512] = "";
+    if (alert_rules_global_init(cfg.alert_rules ? cfg.alert_rules : "", errbuf, sizeof errbuf) != 0 ||
+        summary_global_init() != 0) {
+        fprintf(stderr, "tandemd: %s\n", errbuf[0] ? errbuf : "cannot load the summary data");
+        goto out;
+    }
 
-    struct http_server *srv = http_start(&app);
+    if (cfg.kb && cfg.kb[0]) {
+        char kb_err[1024];
+        struct kb *kb = NULL;
+        if (kb_load(cfg.kb, &kb, kb_err, sizeof kb_err) != 0) {
+            fprintf(stderr, "tandemd: TANDEM_KB: %s\n", kb_err);
+            goto out;
+        }
+        app_kb_swap(&app, kb);
+        log_info("kb_loaded", "entries=%zu bytes=%zu", kb_count(kb), kb_memory(kb));
+    }
+    app.memory = memory_store_new();
+    if (!app.memory)
+        goto out;
+    metrics_register(api_suggest_metrics_render);
+    app.compute = events_compute;
+
+    srv = http_start(&app);
     if (!srv)
         goto out;
+    if (watch_start(&app, events_compute) != 0) {
+        log_error("watch_start_failed", "%s", "");
+        goto out;
+    }
     log_info("started", "version=%s redis=%s", TANDEM_VERSION,
              cfg.redis.kind == REDIS_UNIX ? "unix" : cfg.redis.kind == REDIS_SENTINEL ? "sentinel" : "tcp");
     for (;;) {
@@ -68,16 +105,36 @@ int main(int argc, char **argv)
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            log_info("sighup", "%s", "");
+            /* reload the KB; on a bad file keep serving the old one */
+            if (cfg.kb && cfg.kb[0]) {
+                char kb_err[1024];
+                struct kb *kb = NULL;
+                if (kb_load(cfg.kb, &kb, kb_err, sizeof kb_err) != 0) {
+                    log_error("kb_reload_failed", "reason='%s'", kb_err);
+                } else {
+                    log_info("kb_reloaded", "entries=%zu bytes=%zu", kb_count(kb), kb_memory(kb));
+                    app_kb_swap(&app, kb);
+                    watch_invalidate();
+                }
+            }
             continue;
         }
         log_info("stopping", "signal=%d", sig);
         break;
     }
     http_stop(srv, SHUTDOWN_GRACE_MS);
+    srv = NULL;
+    watch_stop();
     log_info("stopped", "%s", "");
     rc = 0;
 out:
+    if (srv) /* failed after listening */
+        http_stop(srv, 0);
+    app_kb_swap(&app, NULL);
+    memory_store_free(app.memory);
+    app.memory = NULL;
+    text_thread_cleanup();
+    pthread_mutex_destroy(&app.kb_lock);
     explicit_bzero(app.token, sizeof app.token);
     pthread_mutex_destroy(&app.focus_lock);
     config_cleanup(&cfg);

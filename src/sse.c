@@ -11,6 +11,7 @@
 #include "tandem/metrics.h"
 
 #include <microhttpd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -469,6 +470,45 @@ void sse_shutdown(void)
             MHD_resume_connection(s->conn);
         sub_unref(s);
     }
+    free(arr);
+}
+
+void sse_reap_disconnected(void)
+{
+    size_t n;
+    struct sub **arr = collect(NULL, &n);
+    struct pollfd *fds = n ? calloc(n, sizeof *fds) : NULL;
+    for (size_t i = 0; fds && i < n; i++) {
+        struct sub *s = arr[i];
+        fds[i].fd = -1;
+        pthread_mutex_lock(&s->lock);
+        if (s->suspended && !s->dead) {
+            const union MHD_ConnectionInfo *ci = MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (ci)
+                fds[i].fd = ci->connect_fd;
+        }
+        pthread_mutex_unlock(&s->lock);
+        fds[i].events = POLLRDHUP;
+    }
+    if (fds && poll(fds, (nfds_t)n, 0) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+                continue;
+            struct sub *s = arr[i];
+            pthread_mutex_lock(&s->lock);
+            int wake = s->suspended && !s->dead; /* still parked: the fd is still this client's */
+            if (wake) {
+                s->suspended = 0;
+                s->closing = 1;
+            }
+            pthread_mutex_unlock(&s->lock);
+            if (wake)
+                MHD_resume_connection(s->conn);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        sub_unref(arr[i]);
+    free(fds);
     free(arr);
 }
 

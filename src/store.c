@@ -300,8 +300,8 @@ static void free_replies(redisReply *replies[], size_t n)
 /* Sends n pipelined commands and reads n replies into replies[]. On failure frees what it got,
  * drops the connection and returns T_ERR_UNAVAILABLE. A connection that was already open may be
  * stale (Redis restarted while we idled, or failed over): it gets one retry on a fresh one. */
-static int pipeline(struct store *s, size_t n, int argcs[], const char **argvs[], const size_t *lens[],
-                    redisReply *replies[])
+int store_pipeline(struct store *s, size_t n, int argcs[], const char **argvs[], const size_t *lens[],
+                   redisReply *replies[])
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         int had_conn = s->ctx != NULL;
@@ -344,7 +344,7 @@ int store_command(struct store *s, struct redisReply **reply, int argc, const ch
     const char **argvs[1] = {argv};
     const size_t *lens[1] = {argvlen};
     redisReply *r[1] = {NULL};
-    int err = pipeline(s, 1, argcs, argvs, lens, r);
+    int err = store_pipeline(s, 1, argcs, argvs, lens, r);
     *reply = err ? NULL : r[0];
     return err;
 }
@@ -603,7 +603,7 @@ int store_fetch_context_until(struct store *s, const char *conv_id, const char *
     size_t n = have_cust ? 5 : 3;
     struct context *c = NULL;
 
-    int err = pipeline(s, n, argcs, argvs, lens, rep);
+    int err = store_pipeline(s, n, argcs, argvs, lens, rep);
     if (err)
         goto out;
     for (size_t i = 0; i < 3; i++)
@@ -644,7 +644,7 @@ int store_fetch_context_until(struct store *s, const char *conv_id, const char *
         if (meta_cust) {
             store_key_cust(kprof, sizeof kprof, meta_cust, "profile");
             store_key_cust(khist, sizeof khist, meta_cust, "history");
-            err = pipeline(s, 2, argcs + 3, argvs + 3, lens + 3, rep + 3);
+            err = store_pipeline(s, 2, argcs + 3, argvs + 3, lens + 3, rep + 3);
             if (err)
                 goto out;
             n = 5;

@@ -159,6 +159,28 @@ void watch_set_focus(const char *conv)
         wake_reader();
 }
 
+void watch_prime(const char *conv, const struct watch_answers *a, const char *based_on)
+{
+    pthread_mutex_lock(&lock);
+    struct watched *w = find(conv);
+    if (w && (!w->cache_id[0] || context_stream_id_cmp(based_on, w->cache_id) > 0)) {
+        watch_answers_cleanup(&w->cache);
+        w->cache.suggestions = json_incref(a->suggestions);
+        w->cache.summary = json_incref(a->summary);
+        w->cache.alerts = json_incref(a->alerts);
+        snprintf(w->cache_id, sizeof w->cache_id, "%s", based_on);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void watch_invalidate(void)
+{
+    pthread_mutex_lock(&lock);
+    for (struct watched *w = list; w; w = w->next)
+        w->cache_id[0] = '\0';
+    pthread_mutex_unlock(&lock);
+}
+
 int watch_cached(const char *conv, struct watch_answers *out, char based_on[STREAM_ID_MAX])
 {
     int hit = 0;
@@ -496,6 +518,7 @@ static void *loop(void *arg)
             break;
         int err = read_round(s, &gen);
         heartbeat(&last_ping);
+        sse_reap_disconnected();
         if (err == T_ERR_UNAVAILABLE) {
             set_redis_ok(0);
             /* store_* back off by themselves; don't spin while they do */

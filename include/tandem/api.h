@@ -14,6 +14,19 @@ int api_events(struct request *req);
 int api_suggestions(struct request *req);
 int api_focus_suggestion(struct request *req);
 int api_transcripts(struct request *req);
+/* The suggestions answer (without took_ms) for ctx: runs the local engine for k suggestions and
+ * records each one for feedback. kb and mem may be NULL; fallback (e.g. "llm_not_configured")
+ * is added as fallback_reason when not NULL. On T_OK *out is a new reference. */
+struct kb;
+struct memory;
+struct store;
+struct context;
+int api_suggest_compute(struct app *app, struct store *s, const struct context *ctx, struct kb *kb,
+                        struct memory *mem, size_t k, const char *fallback, struct arena *a, struct json_t **out);
+/* /metrics part for KB, reply memory and suggestions (metrics_register it at start-up). */
+int api_suggest_metrics_render(struct buf *out);
+/* Summary and alerts (api_summary.c). */
+int api_summary(struct request *req);
 
 /* Helpers shared by handlers. */
 /* Parses req->body as a JSON object; on failure replies 400 with Jansson's line/column and

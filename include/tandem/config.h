@@ -38,6 +38,7 @@ struct config {
     char *allowed_hosts;
     char *allowed_origins;
     char *kb;
+    char *alert_rules;
     char *llm_url;
     char *llm_model;
     char *llm_api_key; /* secret */

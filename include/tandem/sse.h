@@ -46,6 +46,10 @@ void sse_abort(struct request *req, struct sse_sub *sub);
  * client. Returns the number of subscribers reached. */
 size_t sse_publish(const char *conv_id, struct sse_event *ev);
 
+/* A parked (suspended) stream does not notice its client leaving; this polls their sockets and
+ * ends the ones whose client hung up, so resources are freed within a tick, not a heartbeat. */
+void sse_reap_disconnected(void);
+
 /* Subscriber counts, for /metrics and the watcher. */
 size_t sse_subscribers(const char *conv_id);
 size_t sse_subscribers_total(void);

@@ -55,6 +55,10 @@ int store_connected(const struct store *s);
 int store_command(struct store *s, struct redisReply **reply, int argc, const char **argv,
                   const size_t *argvlen);
 void store_reply_free(struct redisReply *r);
+/* n commands in one round trip; replies[i] (new, free each) for command i. On error nothing is
+ * left in replies. Same error rules as store_command(). */
+int store_pipeline(struct store *s, size_t n, int argcs[], const char **argvs[], const size_t *lens[],
+                   struct redisReply *replies[]);
 
 /* Counters for /metrics. */
 unsigned long store_stat_errors(void);

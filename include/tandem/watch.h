@@ -29,6 +29,13 @@ void watch_subscribed(const char *conv, const char *from_id, int subscribed);
 /* The focused conversation is watched too (so hotkeys hit the cache); NULL/"" clears. */
 void watch_set_focus(const char *conv);
 
+/* Caches a for conv (when watched and newer than what is cached): a snapshot computed outside
+ * the loop, so the loop knows which alerts were already shown. */
+void watch_prime(const char *conv, const struct watch_answers *a, const char *based_on);
+
+/* Forgets every cached answer (the KB changed): the next request computes afresh. */
+void watch_invalidate(void);
+
 /* Cached answers for conv when they describe its newest message (the watcher is connected and
  * caught up). On 1, *out holds new references and based_on the message id. */
 int watch_cached(const char *conv, struct watch_answers *out, char based_on[STREAM_ID_MAX]);
