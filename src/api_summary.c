@@ -8,6 +8,7 @@
 #include "tandem/log.h"
 #include "tandem/store.h"
 #include "tandem/summary.h"
+#include "tandem/watch.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -40,6 +41,17 @@ int api_summary(struct request *req)
     const struct alert_rules *rules = alert_rules_global();
     if (!rules)
         log_warn("summary_without_rules", "req_id=%s", req->id);
+    /* a watched conversation: the live loop's summary for its newest message */
+    struct watch_answers live;
+    char live_id[STREAM_ID_MAX];
+    if (watch_cached(id, &live, live_id) && live.summary) {
+        json_t *copy = json_copy(live.summary);
+        watch_answers_cleanup(&live);
+        if (copy && !json_object_set_new(copy, "took_ms", json_real(round(ms_since(req->start_ns) * 1000.0) / 1000.0)))
+            return http_reply_json(req, 200, copy);
+        json_decref(copy);
+        return T_ERR_NOMEM;
+    }
     struct store *s = store_thread();
     if (!s)
         return T_ERR_NOMEM;

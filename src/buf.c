@@ -106,7 +106,8 @@ struct arena_chunk {
     _Alignas(16) unsigned char mem[];
 };
 
-#define ARENA_CHUNK_DEFAULT 8192 /* most contexts fit in a few chunks */
+#define ARENA_CHUNK_DEFAULT 8192  /* most contexts fit in a few chunks */
+#define ARENA_MAX_ALLOC (1u << 30) /* nothing we hold per request comes near; bigger is a bug or an attack */
 
 void arena_init(struct arena *a) { a->head = NULL; }
 
@@ -124,7 +125,7 @@ void arena_cleanup(struct arena *a)
 void *arena_alloc(struct arena *a, size_t size)
 {
     size_t need = (size + 15) & ~(size_t)15;
-    if (need < size || need > SIZE_MAX - sizeof(struct arena_chunk))
+    if (need < size || need > ARENA_MAX_ALLOC)
         return NULL;
     struct arena_chunk *c = a->head;
     if (!c || c->size - c->used < need) {
