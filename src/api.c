@@ -1,4 +1,5 @@
 /* The route table and the core handlers: health, readiness, metrics, context, focus. */
+#include "tandem/clock.h"
 #include "tandem/api.h"
 #include "tandem/app.h"
 #include "tandem/error.h"
@@ -28,12 +29,6 @@ const struct route api_routes[] = {
     {NULL, 0, NULL, NULL, 0, 0},
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 json_t *api_parse_body_object(struct request *req)
 {
@@ -159,7 +154,7 @@ int api_focus_put(struct request *req)
         }
     }
     struct app *app = req->app;
-    int64_t since = now_ms();
+    int64_t since = clock_wall_ms();
     pthread_mutex_lock(&app->focus_lock);
     snprintf(app->focus_id, sizeof app->focus_id, "%s", id ? id : "");
     app->focus_since_ms = since;

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tandem/clock.h"
 #include "tandem/api.h"
 #include "tandem/app.h"
 #include "tandem/engine.h"
@@ -66,12 +67,6 @@ int api_suggest_metrics_render(struct buf *out)
     return err;
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Exists? newest id, cached value. Nil when the conversation has no stream. */
 static const char cache_script[] =
@@ -87,14 +82,7 @@ static const char cache_script[] =
 static const char record_script[] = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
                                     "redis.call('EXPIRE', KEYS[1], ARGV[1]) return 1";
 
-static double ms_since(uint64_t start_ns) { return (double)(mono_ns() - start_ns) / 1e6; }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* k: absent -> default; else an integer 1..ENGINE_MAX_K written plainly. 0 when invalid. */
 static size_t parse_k(const char *s)
@@ -157,7 +145,7 @@ static void store_records(struct store *s, const struct context *ctx, const char
     const char *brand = context_meta(ctx, "brand");
     const char *lang = context_meta(ctx, "lang");
     char created[24];
-    snprintf(created, sizeof created, "%lld", (long long)wall_ms());
+    snprintf(created, sizeof created, "%lld", (long long)clock_wall_ms());
     char key[ENGINE_MAX_K][256], rank[ENGINE_MAX_K][16], score[ENGINE_MAX_K][32];
     const char *argv[ENGINE_MAX_K][RECORD_ARGS];
     const char **argvs[ENGINE_MAX_K];
@@ -228,11 +216,11 @@ int api_suggest_compute(struct app *app, struct store *s, const struct context *
     struct suggestion sg[ENGINE_MAX_K];
     size_t n = 0;
     (void)app;
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = clock_mono_ns();
     int err = engine_local_suggest(ctx, kb, mem, k, a, sg, &n, NULL);
     if (err)
         return err;
-    atomic_fetch_add(&stat_compute_ns, mono_ns() - t0);
+    atomic_fetch_add(&stat_compute_ns, clock_mono_ns() - t0);
     atomic_fetch_add(&stat_computed, 1);
     json_t *list = json_array();
     json_t *o = json_object();
@@ -378,7 +366,7 @@ out:
 
 static int reply_answer(struct request *req, struct answer *ans)
 {
-    json_object_set_new(ans->json, "took_ms", json_real(round(ms_since(req->start_ns) * 1000.0) / 1000.0));
+    json_object_set_new(ans->json, "took_ms", json_real(clock_ms_since(req->start_ns)));
     int err = http_reply_json(req, 200, ans->json);
     ans->json = NULL;
     return err;

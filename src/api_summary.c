@@ -1,4 +1,5 @@
 /* GET /v1/conversations/{ID}/summary: the conversation and customer summary with alerts (summary.h). */
+#include "tandem/clock.h"
 #include "tandem/alerts.h"
 #include "tandem/api.h"
 #include "tandem/app.h"
@@ -15,20 +16,7 @@
 #include <stdint.h>
 #include <time.h>
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
-static double ms_since(uint64_t start_ns)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    return now > start_ns ? (double)(now - start_ns) / 1e6 : 0.0;
-}
 
 int api_summary(struct request *req)
 {
@@ -47,7 +35,7 @@ int api_summary(struct request *req)
     if (watch_cached(id, &live, live_id) && live.summary) {
         json_t *copy = json_copy(live.summary);
         watch_answers_cleanup(&live);
-        if (copy && !json_object_set_new(copy, "took_ms", json_real(round(ms_since(req->start_ns) * 1000.0) / 1000.0)))
+        if (copy && !json_object_set_new(copy, "took_ms", json_real(clock_ms_since(req->start_ns))))
             return http_reply_json(req, 200, copy);
         json_decref(copy);
         return T_ERR_NOMEM;
@@ -62,12 +50,12 @@ int api_summary(struct request *req)
     if (err)
         return err;
     json_t *out = NULL;
-    err = summary_build(c, rules, wall_ms(), &out);
+    err = summary_build(c, rules, clock_wall_ms(), &out);
     context_free(c);
     if (err)
         return err;
     if (json_object_set_new(out, "took_ms",
-                            json_real(round(ms_since(req->start_ns) * 1000.0) / 1000.0))) {
+                            json_real(clock_ms_since(req->start_ns)))) {
         json_decref(out);
         return T_ERR_NOMEM;
     }

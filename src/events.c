@@ -1,5 +1,6 @@
 /* What the agent is shown for one state of a conversation: suggestions, summary and alerts,
  * computed together so the live loop, the event stream and the caches agree. */
+#include "tandem/clock.h"
 #include "tandem/events.h"
 #include "tandem/alerts.h"
 #include "tandem/api.h"
@@ -13,12 +14,6 @@
 #include <jansson.h>
 #include <time.h>
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int events_compute(struct app *app, const struct context *ctx, struct watch_answers *out)
 {
@@ -35,7 +30,7 @@ int events_compute(struct app *app, const struct context *ctx, struct watch_answ
     memory_unref(mem);
     app_kb_release(kb);
     if (!err)
-        err = summary_build(ctx, alert_rules_global(), wall_ms(), &out->summary);
+        err = summary_build(ctx, alert_rules_global(), clock_wall_ms(), &out->summary);
     if (!err) {
         json_t *alerts = json_object_get(json_object_get(out->summary, "conversation"), "alerts");
         out->alerts = json_is_array(alerts) ? json_incref(alerts) : json_array();

@@ -12,6 +12,7 @@
  * handler call of a request that may carry a body, so normal answers are queued on a later call.
  * Gate rejections of requests that announce a body are answered at once (and the connection
  * closed) so we never read a body we are going to refuse. */
+#include "tandem/clock.h"
 #include "tandem/http.h"
 #include "tandem/app.h"
 #include "tandem/error.h"
@@ -43,12 +44,6 @@ static uint64_t request_seed;
 
 unsigned http_inflight(void) { return atomic_load(&inflight); }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* splitmix64: request ids unique per process, not guessable from each other */
 static uint64_t mix64(uint64_t x)
@@ -446,7 +441,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         atomic_fetch_add(&inflight, 1);
         req->conn = conn;
         req->app = cls;
-        req->start_ns = now_ns();
+        req->start_ns = clock_mono_ns();
         req->path = url;
         req->method_name = method;
         req->method = parse_method(method);
@@ -497,7 +492,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     struct request *req = *req_cls;
     if (!req)
         return;
-    uint64_t dur = now_ns() - req->start_ns;
+    uint64_t dur = clock_mono_ns() - req->start_ns;
     int route_index = req->route ? (int)(req->route - api_routes) : -1;
     unsigned status = req->status ? req->status : 499; /* no answer: client went away */
     metrics_observe_request(route_index, req->method_name, status, dur);
@@ -545,7 +540,7 @@ struct http_server *http_start(struct app *app)
         return NULL;
     srv->app = app;
     if (getrandom(&request_seed, sizeof request_seed, 0) != sizeof request_seed)
-        request_seed = now_ns();
+        request_seed = clock_mono_ns();
     const char *names[METRICS_MAX_ROUTES];
     unsigned n = 0;
     for (const struct route *r = api_routes; r->pattern && n < METRICS_MAX_ROUTES - 1; r++)
@@ -585,8 +580,8 @@ void http_stop(struct http_server *srv, unsigned grace_ms)
         close(fd);
     /* streams end at once (clients reconnect elsewhere with Last-Event-ID) */
     sse_shutdown();
-    uint64_t deadline = now_ns() + (uint64_t)grace_ms * 1000000u;
-    while (http_inflight() > 0 && now_ns() < deadline) {
+    uint64_t deadline = clock_mono_ns() + (uint64_t)grace_ms * 1000000u;
+    while (http_inflight() > 0 && clock_mono_ns() < deadline) {
         struct timespec ts = {0, 10 * 1000000};
         nanosleep(&ts, NULL);
     }

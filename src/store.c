@@ -1,5 +1,6 @@
 /* Everything Redis: key schema, one connection per thread, timeouts, AUTH/SELECT after every
  * (re)connect, jittered reconnect backoff, Sentinel discovery, and the pipelined context fetch. */
+#include "tandem/clock.h"
 #include "tandem/store.h"
 #include "tandem/error.h"
 #include "tandem/log.h"
@@ -36,12 +37,6 @@ static pthread_once_t thread_once = PTHREAD_ONCE_INIT;
 unsigned long store_stat_errors(void) { return atomic_load(&stat_errors); }
 unsigned long store_stat_reconnects(void) { return atomic_load(&stat_reconnects); }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static struct timeval ms_tv(unsigned ms)
 {
@@ -58,7 +53,7 @@ struct store *store_new(void)
         return NULL;
     s->cmd_timeout_ms = gcfg ? (unsigned)gcfg->redis_timeout_ms : 1000;
     if (getrandom(&s->rng, sizeof s->rng, 0) != sizeof s->rng)
-        s->rng = now_ns();
+        s->rng = clock_mono_ns();
     s->rng |= 1;
     return s;
 }
@@ -134,7 +129,7 @@ static void schedule_retry(struct store *s)
     /* full jitter in [backoff/2, backoff] so many workers don't reconnect in lockstep */
     uint64_t half = s->backoff_ms / 2;
     uint64_t wait_ms = half + (half ? rng_next(s) % (half + 1) : 0);
-    s->next_attempt_ns = now_ns() + wait_ms * 1000000u;
+    s->next_attempt_ns = clock_mono_ns() + wait_ms * 1000000u;
 }
 
 static redisContext *connect_to(const char *host, unsigned port, const char *path, unsigned timeout_ms)
@@ -255,7 +250,7 @@ static int ensure(struct store *s, int force)
         return T_OK;
     if (!gcfg)
         return T_ERR_UNAVAILABLE;
-    if (!force && now_ns() < s->next_attempt_ns)
+    if (!force && clock_mono_ns() < s->next_attempt_ns)
         return T_ERR_UNAVAILABLE;
     if (do_connect(s) != 0) {
         atomic_fetch_add(&stat_errors, 1);

@@ -5,6 +5,7 @@
  * the thread is woken with CLIENT UNBLOCK so a new conversation is read at once. Across a Redis
  * outage the loop keeps each conversation's last id and resumes from it: nothing missed,
  * nothing pushed twice. */
+#include "tandem/clock.h"
 #include "tandem/watch.h"
 #include "tandem/error.h"
 #include "tandem/log.h"
@@ -45,12 +46,6 @@ static watch_compute_fn compute_fn;
 static atomic_ulong stat_recomputes, stat_errors;
 static atomic_ullong stat_recompute_ns;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 void watch_answers_cleanup(struct watch_answers *a)
 {
@@ -273,7 +268,7 @@ static int process(struct store *s, const char *conv, const char *msg_id)
 {
     const struct config *cfg = gapp->cfg;
     struct context *c = NULL;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = clock_mono_ns();
     int err = store_fetch_context_until(s, conv, msg_id, (size_t)cfg->context_messages,
                                         (size_t)cfg->history_entries, &c);
     if (err == T_ERR_CONV_NOT_FOUND) {
@@ -321,7 +316,7 @@ static int process(struct store *s, const char *conv, const char *msg_id)
     watch_answers_cleanup(&a);
     context_free(c);
     atomic_fetch_add(&stat_recomputes, 1);
-    atomic_fetch_add(&stat_recompute_ns, now_ns() - t0);
+    atomic_fetch_add(&stat_recompute_ns, clock_mono_ns() - t0);
     return T_OK;
 }
 
@@ -362,7 +357,7 @@ static int conv_of_key(const char *key, char *conv)
 
 static void heartbeat(uint64_t *last_ping)
 {
-    uint64_t now = now_ns();
+    uint64_t now = clock_mono_ns();
     if (now - *last_ping < (uint64_t)SSE_HEARTBEAT_MS * 1000000u)
         return;
     *last_ping = now;
@@ -509,7 +504,7 @@ static void *loop(void *arg)
     }
     store_set_timeout(s, (unsigned)(WATCH_BLOCK_MS + gapp->cfg->redis_timeout_ms));
     unsigned long gen = (unsigned long)-1;
-    uint64_t last_ping = now_ns();
+    uint64_t last_ping = clock_mono_ns();
     for (;;) {
         pthread_mutex_lock(&lock);
         int go = running;
