@@ -30,7 +30,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CONNECTION_MEMORY_LIMIT (64 * 1024) /* request line + headers; bigger gets 431 from MHD */
+/* Per-connection pool: request line, headers and the write buffer. Every open event stream keeps
+ * its pool, so this sets the memory of 1,000 subscribers; 16 KiB leaves ~12 KiB for headers
+ * (bigger gets 431 from MHD). */
+#define CONNECTION_MEMORY_LIMIT (16 * 1024)
 #define ACCESS_LOG_PATH_MAX 160
 
 struct http_server {

@@ -258,7 +258,7 @@ int sse_subscribe(struct request *req, const char *conv_id, struct sse_sub **out
     pthread_mutex_init(&s->lock, NULL);
     s->conn = req->conn;
     s->req = req;
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader, s, sub_closed);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE, reader, s, sub_closed);
     if (!resp) {
         sub_unref(s);
         return T_ERR_NOMEM;

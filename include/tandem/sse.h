@@ -9,6 +9,7 @@
 #define SSE_HEARTBEAT_MS 15000      /* ": ping" interval */
 #define SSE_MAX_QUEUED_EVENTS 256   /* a subscriber this far behind is told and dropped */
 #define SSE_MAX_QUEUED_BYTES (4u << 20)
+#define SSE_BLOCK_SIZE 4096         /* write chunk; comes out of the connection pool (http.c) */
 
 /* Called once before the server starts / after it stopped accepting. */
 void sse_init(void);
