@@ -35,7 +35,7 @@ int api_events(struct request *req)
         err = s ? store_fetch_context(s, id, (size_t)app->cfg->context_messages, (size_t)app->cfg->history_entries, &c)
                 : T_ERR_NOMEM;
         if (!err) {
-            err = app->compute(app, c, &a);
+            err = app->compute(app, c, &a, WATCH_ALL);
             snprintf(based_on, sizeof based_on, "%s", c->newest_id[0] ? c->newest_id : "0-0");
         }
         context_free(c);

@@ -94,7 +94,7 @@ int main(int argc, char **argv)
     srv = http_start(&app);
     if (!srv)
         goto out;
-    if (watch_start(&app, events_compute) != 0) {
+    if (watch_start(&app) != 0) {
         log_error("watch_start_failed", "%s", "");
         goto out;
     }

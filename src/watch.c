@@ -42,7 +42,6 @@ static int running, redis_ok = 1, blocked;
 static long long client_id = -1;
 static pthread_t thread;
 static struct app *gapp;
-static watch_compute_fn compute_fn;
 static atomic_ulong stat_recomputes, stat_errors;
 static atomic_ullong stat_recompute_ns;
 
@@ -277,16 +276,32 @@ static int process(struct store *s, const char *conv, const char *msg_id)
     }
     if (err)
         return err;
+    char id[STREAM_ID_MAX];
+    snprintf(id, sizeof id, "%s", c->newest_id[0] ? c->newest_id : "0-0");
+    struct sse_event *evs[16];
+    size_t n;
+    /* suggestions first: the agent sees them before the summary is computed */
     struct watch_answers a = {0};
-    err = compute_fn(gapp, c, &a);
+    err = gapp->compute(gapp, c, &a, WATCH_SUGGESTIONS);
+    if (!err && msg_id) {
+        n = watch_build_events(&a, conv, id, NULL, evs, 1);
+        for (size_t i = 0; i < n; i++) {
+            sse_publish(conv, evs[i]);
+            sse_event_unref(evs[i]);
+        }
+    }
+    struct watch_answers rest = {0};
+    if (!err)
+        err = gapp->compute(gapp, c, &rest, WATCH_SUMMARY);
     if (err) {
         atomic_fetch_add(&stat_errors, 1);
         log_warn("recompute_failed", "conv=%s err=%s", conv, tandem_err_code(err));
+        watch_answers_cleanup(&a);
         context_free(c);
         return T_OK; /* a compute bug must not stall the stream */
     }
-    char id[STREAM_ID_MAX];
-    snprintf(id, sizeof id, "%s", c->newest_id[0] ? c->newest_id : "0-0");
+    a.summary = rest.summary;
+    a.alerts = rest.alerts;
     /* remember the alerts already raised, update the cache */
     json_t *prev_alerts = NULL;
     pthread_mutex_lock(&lock);
@@ -305,8 +320,8 @@ static int process(struct store *s, const char *conv, const char *msg_id)
     }
     pthread_mutex_unlock(&lock);
     if (msg_id) { /* a new message: push; an initial load only fills the cache */
-        struct sse_event *evs[16];
-        size_t n = watch_build_events(&a, conv, id, prev_alerts, evs, 16);
+        rest.suggestions = NULL;
+        n = watch_build_events(&rest, conv, id, prev_alerts, evs, 16);
         for (size_t i = 0; i < n; i++) {
             sse_publish(conv, evs[i]);
             sse_event_unref(evs[i]);
@@ -554,10 +569,9 @@ static int render_metrics(struct buf *out)
     return err;
 }
 
-int watch_start(struct app *app, watch_compute_fn compute)
+int watch_start(struct app *app)
 {
     gapp = app;
-    compute_fn = compute;
     running = 1;
     metrics_register(render_metrics);
     sse_set_watch_hook(watch_subscribed);

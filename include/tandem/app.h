@@ -34,6 +34,6 @@ struct app {
 
     /* Computes suggestions, summary and alerts for one state of a conversation (events.c);
      * used by the live loop, the event stream's snapshot and the cache. */
-    int (*compute)(struct app *app, const struct context *ctx, struct watch_answers *out);
+    int (*compute)(struct app *app, const struct context *ctx, struct watch_answers *out, unsigned what);
 };
 #endif

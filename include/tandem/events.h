@@ -6,9 +6,10 @@
 
 struct watch_answers;
 
-/* Computes the suggestions answer (WATCH_MAX_K, local engine, each suggestion recorded for
- * feedback), the summary answer and its alerts for ctx. Uses the calling thread's Redis
+/* Computes, as `what` (WATCH_SUGGESTIONS, WATCH_SUMMARY) asks, the suggestions answer
+ * (WATCH_MAX_K, local engine, each suggestion recorded for feedback) and the summary answer
+ * with its alerts for ctx; fields not asked for stay NULL. Uses the calling thread's Redis
  * connection (reply memory refresh, suggestion records). On T_OK out holds new references;
  * on error it holds none. The app->compute of the server. */
-int events_compute(struct app *app, const struct context *ctx, struct watch_answers *out);
+int events_compute(struct app *app, const struct context *ctx, struct watch_answers *out, unsigned what);
 #endif

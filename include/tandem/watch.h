@@ -16,11 +16,15 @@ struct watch_answers {
     struct json_t *summary;     /* the GET .../summary answer */
     struct json_t *alerts;      /* array of alert objects, each with a "type" string */
 };
-typedef int (*watch_compute_fn)(struct app *app, const struct context *ctx, struct watch_answers *out);
+/* What to compute: the live loop asks for suggestions first and pushes them before the summary. */
+#define WATCH_SUGGESTIONS 0x1
+#define WATCH_SUMMARY 0x2 /* the summary and its alerts */
+#define WATCH_ALL (WATCH_SUGGESTIONS | WATCH_SUMMARY)
+typedef int (*watch_compute_fn)(struct app *app, const struct context *ctx, struct watch_answers *out, unsigned what);
 void watch_answers_cleanup(struct watch_answers *a);
 
-/* Starts the watcher thread (own Redis connection). compute is called on that thread. */
-int watch_start(struct app *app, watch_compute_fn compute);
+/* Starts the watcher thread (own Redis connection); it computes with app->compute. */
+int watch_start(struct app *app);
 void watch_stop(void);
 
 /* Watch-set changes. conv must be a valid id. from_id: the newest message the caller has
