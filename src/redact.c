@@ -300,8 +300,9 @@ static int put_sanitized(struct buf *out, const unsigned char *s, size_t len)
 
 /* Classes above ASCII; ASCII code points are their own class. */
 enum {
-    C_OTHER = 0x80,    /* any other valid non-ASCII code point: CJK, symbols, punctuation */
-    C_INVALID = 0x81,  /* not valid UTF-8: becomes U+FFFD on output */
+    C_OTHER = 0x80,    /* any other non-ASCII code point (CJK, symbols, punctuation); also invalid
+                        * UTF-8, which must read exactly like the U+FFFD that replaces it in the
+                        * output, or a second pass could decide differently */
     C_LETTER = 0x82,   /* a letter of an alphabetic script (Latin, Greek, Cyrillic): part of words */
     C_CURRENCY = 0x83, /* a currency sign: what precedes amounts, never phone numbers */
 };
@@ -313,7 +314,7 @@ static int classify(uint32_t cp)
     if (cp < 0x80)
         return (int)cp;
     if (cp == UINT32_MAX)
-        return C_INVALID;
+        return C_OTHER;
     if (cp == 0x00AD || (cp >= 0x200B && cp <= 0x200D) || cp == 0x2060 || cp == 0xFEFF)
         return DROP; /* soft hyphen, zero-width space/joiners, word joiner, BOM */
     if (cp >= 0xFF01 && cp <= 0xFF5E)
@@ -536,7 +537,7 @@ static int scan_emails(struct scan *s)
 static bool is_scheme(unsigned char c) { return is_alnum(c) || c == '+' || c == '.' || c == '-'; }
 static bool is_url_end(unsigned char c)
 {
-    return c <= ' ' || c == '<' || c == '>' || c == '"' || c == C_INVALID;
+    return c <= ' ' || c == '<' || c == '>' || c == '"';
 }
 
 static void scan_urls(struct scan *s)

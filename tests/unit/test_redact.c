@@ -529,6 +529,10 @@ static void test_invalid_utf8(void **state)
         {"\xff" "4111111111111111\xfe", 18, FFFD "[CARD_1]" FFFD, 14},
         {"a\0b", 3, "a\0b", 3},                                    /* NUL is valid UTF-8 */
         {"4111111111111111\0" "5555555555554444", 33, "[CARD_1]\0[CARD_2]", 17},
+        /* found by fuzz_redact: an invalid byte must read like the U+FFFD it becomes (here it
+         * used to end the URL in the first pass only, so a second pass found a new phone) */
+        {"T://\xe1gb860TTTTTTTttttttep 01\xc2\xa0" "5202\xef\xbc\x91" "4", 38,
+         "T://" FFFD "gb860TTTTTTTttttttep [PHONE_1]", 37},
     };
 #undef FFFD
     for (size_t i = 0; i < N(cases); i++) {
@@ -537,6 +541,12 @@ static void test_invalid_utf8(void **state)
         assert_int_equal(redact_text(cases[i].in, cases[i].len, NULL, &out, NULL), T_OK);
         if (out.len != cases[i].want_len || memcmp(out.data, cases[i].want, out.len) != 0)
             fail_msg("utf8[%zu]: got %zu bytes, want %zu", i, out.len, cases[i].want_len);
+        struct buf again; /* and the output, now valid, redacts to itself */
+        buf_init(&again, 0);
+        assert_int_equal(redact_text(out.data, out.len, NULL, &again, NULL), T_OK);
+        if (again.len != out.len || memcmp(again.data, out.data, out.len) != 0)
+            fail_msg("utf8[%zu]: not idempotent", i);
+        buf_cleanup(&again);
         buf_cleanup(&out);
     }
 }
