@@ -26,22 +26,22 @@ LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRCS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 # Data files compiled into the binary (DESIGN: data lives in files, the build embeds it).
-EMBED_SRCS := $(wildcard data/*.txt data/*.json data/*.jsonl)
+EMBED_SRCS := $(wildcard data/*.txt data/*.json data/*.jsonl) $(wildcard panel/*.html panel/*.js panel/*.css)
 EMBED_GEN  := $(BUILD)/gen/embedded_data.c
 
 # Debian packages needed to build, test and run (make deps installs them).
 DEB_PKGS := build-essential pkg-config clang libmicrohttpd-dev libhiredis-dev libjansson-dev \
             libcurl4-openssl-dev libstemmer-dev libcmocka-dev redis-server redis-tools \
-            python3 valgrind wrk prometheus curl
+            python3 valgrind wrk prometheus curl nodejs chromium
 
-.PHONY: all test unit e2e asan valgrind run deps format clean bench eval fuzz
-all: $(BUILD)/tandemd
+.PHONY: all test unit e2e asan valgrind run deps format clean bench eval fuzz test-browser
+all: $(BUILD)/tandemd $(BUILD)/tandem
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/tandem/*.h) | $(BUILD)/obj
 	@echo "  CC $<"
 	@$(CC) $(CFLAGS) -c -o $@ $<
 
-$(EMBED_GEN): scripts/embed.sh $(EMBED_SRCS) | $(BUILD)/obj
+$(EMBED_GEN): scripts/embed.sh $(EMBED_SRCS) Makefile | $(BUILD)/obj
 	@mkdir -p $(BUILD)/gen
 	@bash scripts/embed.sh $@ $(EMBED_SRCS)
 
@@ -55,6 +55,11 @@ $(BUILD)/tandemd: $(BUILD)/obj/main.o $(BUILD)/libtandem.a
 	@echo "  LD $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
+# the command-line client for hotkey tools (deploy/hotkeys/README.md)
+$(BUILD)/tandem: tools/tandem.c $(BUILD)/libtandem.a $(wildcard include/tandem/*.h)
+	@echo "  LD $@"
+	@$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libtandem.a $(LDFLAGS) $(LDLIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libtandem.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $< $(BUILD)/libtandem.a $(LDFLAGS) $(LDLIBS) -lcmocka
 
@@ -63,9 +68,13 @@ $(BUILD)/obj $(BUILD)/tests:
 
 # ---- tests ---------------------------------------------------------------
 unit: $(UNIT_BINS)
-e2e: $(BUILD)/tandemd
+e2e: $(BUILD)/tandemd $(BUILD)/tandem
 test: deps all $(UNIT_BINS)
 	@BUILD=$(BUILD) bash tests/run_all.sh
+
+# the agent panel and the browser extension in a real browser (Playwright + Debian's chromium)
+test-browser: all
+	@BUILD=$(BUILD) bash tests/browser/run.sh
 
 asan:
 	$(MAKE) BUILD=build-asan CC=clang OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
@@ -76,6 +85,8 @@ valgrind: all $(UNIT_BINS)
 
 deps:
 	@bash scripts/deps.sh $(DEB_PKGS)
+	@[ -d tests/browser/node_modules/playwright-core ] || \
+	    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 run: deps all
 	@bash scripts/run.sh

@@ -5,6 +5,7 @@
 #include "tandem/error.h"
 #include "tandem/log.h"
 #include "tandem/metrics.h"
+#include "tandem/panel.h"
 #include "tandem/store.h"
 #include "tandem/watch.h"
 
@@ -26,6 +27,11 @@ const struct route api_routes[] = {
     {"/v1/conversations/*/events", HTTP_GET, api_events, "events", ROUTE_TOKEN_IN_QUERY, 0},
     {"/v1/focus/suggestions/*", HTTP_GET, api_focus_suggestion, "focus_suggestion", 0, 0},
     {"/v1/transcripts", HTTP_POST, api_transcripts, "transcripts", ROUTE_NDJSON, 64u << 20},
+    {"/v1/suggestions/*/feedback", HTTP_POST, api_feedback, "feedback", 0, 0},
+    {"/v1/quality", HTTP_GET, api_quality, "quality", 0, 0},
+    {"/v1/quality/report", HTTP_GET, api_quality_report, "quality_report", 0, 0},
+    {"/panel", HTTP_GET, panel_redirect, "panel_redirect", ROUTE_NO_AUTH, 0},
+    {"/panel/*", HTTP_GET, panel_serve, "panel", ROUTE_NO_AUTH, 0},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 

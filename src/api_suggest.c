@@ -28,6 +28,7 @@
 #include "tandem/log.h"
 #include "tandem/memory.h"
 #include "tandem/metrics.h"
+#include "tandem/quality.h"
 #include "tandem/store.h"
 #include "tandem/watch.h"
 
@@ -205,6 +206,7 @@ static void store_records(struct store *s, const struct context *ctx, const char
                 log_warn("suggestion_record_failed", "err=redis_error_reply");
             store_reply_free(replies[i]);
         }
+        quality_note_shown(s, engine, sg, n); /* shown counters, rejection table sync */
     }
     buf_cleanup(&cbuf);
 }

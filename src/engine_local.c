@@ -10,6 +10,7 @@
 
 #include "tandem/bm25.h"
 #include "tandem/error.h"
+#include "tandem/feedback.h"
 #include "tandem/kb.h"
 #include "tandem/memory.h"
 #include "tandem/text.h"
@@ -340,6 +341,7 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
     long *best_mem = NULL;
     struct mem_hit hits[MEM_TOP];
     size_t nhits = 0;
+    struct feedback_reject_query *rq = NULL;
     q.slots = calloc(Q_MAX_TERMS * 2, sizeof *q.slots);
     q.pool = malloc(Q_POOL_BYTES);
     if (!q.slots || !q.pool)
@@ -433,7 +435,9 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
                 ks[pk[j]] += W_POPULAR * (float)pc[j] / (float)ptotal;
     }
 
-    /* one ranking over KB entries and unlinked past replies */
+    /* one ranking over KB entries and unlinked past replies; what agents rejected in situations
+     * like this one ranks lower (feedback.h; NULL, no cost, when the brand has no rejections) */
+    rq = feedback_reject_query_new(brand, qt, nq);
     int prefer_brand = brand && kb_brand_entries(kb, brand_id) >= BRAND_SECTION_MIN;
     struct cand topk[ENGINE_MAX_K];
     size_t ntop = 0;
@@ -444,6 +448,8 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
         double s = ks[i];
         if (prefer_brand && e->n_brands == 0)
             s *= UNBRANDED_FACTOR;
+        if (rq)
+            s *= feedback_reject_factor(rq, e->id);
         struct cand c = {s, e->id, (long)i, best_mem[i]};
         top_insert(topk, &ntop, k, &c);
     }
@@ -452,6 +458,8 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
         if (mem_links && e->n_links)
             continue; /* counted for its entries above */
         struct cand c = {W_MEMORY * hits[j].s / mem_sum, e->id, -1, (long)hits[j].i};
+        if (rq)
+            c.score *= feedback_reject_factor(rq, e->id);
         top_insert(topk, &ntop, k, &c);
     }
 
@@ -491,6 +499,7 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
     *n_out = ntop;
     err = T_OK;
 out:
+    feedback_reject_query_free(rq);
     free(q.slots);
     free(q.pool);
     free(qt);

@@ -6,6 +6,7 @@
 #include "tandem/kb.h"
 #include "tandem/memory.h"
 #include "tandem/metrics.h"
+#include "tandem/quality.h"
 #include "tandem/text.h"
 #include "tandem/watch.h"
 #include "tandem/config.h"
@@ -89,13 +90,17 @@ int main(int argc, char **argv)
     if (!app.memory)
         goto out;
     metrics_register(api_suggest_metrics_render);
+    metrics_register(quality_metrics_render);
     app.compute = events_compute;
 
-    srv = http_start(&app);
-    if (!srv)
-        goto out;
+    /* the live loop (and the SSE hub's watch hook) before the first stream can be accepted */
     if (watch_start(&app) != 0) {
         log_error("watch_start_failed", "%s", "");
+        goto out;
+    }
+    srv = http_start(&app);
+    if (!srv) {
+        watch_stop();
         goto out;
     }
     log_info("started", "version=%s redis=%s", TANDEM_VERSION,

@@ -132,16 +132,21 @@ static int sub_push_locked(struct sub *s, struct sse_event *ev)
         return 0;
     if (s->count == SSE_MAX_QUEUED_EVENTS || s->bytes + ev->len > SSE_MAX_QUEUED_BYTES) {
         /* too far behind: drop the backlog, tell the client why, end the stream */
-        for (size_t i = 0; i < s->count; i++)
+        /* ...but finish the event the client already has the first bytes of */
+        size_t keep = s->count && s->offset ? 1 : 0;
+        for (size_t i = keep; i < s->count; i++)
             sse_event_unref(s->q[(s->head + i) % SSE_MAX_QUEUED_EVENTS]);
-        s->head = s->count = s->offset = s->bytes = 0;
+        s->count = keep;
+        s->bytes = keep ? s->q[s->head]->len : 0;
+        if (!keep)
+            s->head = s->offset = 0;
         static const char msg[] = "{\"error\":{\"code\":\"slow_consumer\",\"message\":\"the client fell too far "
                                   "behind; reconnect with Last-Event-ID to resume\"}}";
         struct sse_event *bye = sse_event_new("error", NULL, msg, sizeof msg - 1);
         if (bye) {
-            s->q[0] = bye;
-            s->count = 1;
-            s->bytes = bye->len;
+            s->q[(s->head + s->count) % SSE_MAX_QUEUED_EVENTS] = bye;
+            s->count++;
+            s->bytes += bye->len;
         }
         s->closing = 1;
         atomic_fetch_add(&stat_dropped, 1);

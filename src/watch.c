@@ -121,6 +121,9 @@ void watch_subscribed(const char *conv, const char *from_id, int subscribed)
     int created = 0;
     pthread_mutex_lock(&lock);
     struct watched *w = subscribed ? add(conv, from_id, &created) : find(conv);
+    /* a new first subscriber may have come between the hub's "last one left" and this call */
+    if (w && !subscribed && sse_subscribers(conv) > 0)
+        w = NULL;
     if (w) {
         w->subscribed = subscribed;
         if (!subscribed)
@@ -284,6 +287,13 @@ static int process(struct store *s, const char *conv, const char *msg_id)
     struct watch_answers a = {0};
     err = gapp->compute(gapp, c, &a, WATCH_SUGGESTIONS);
     if (!err && msg_id) {
+        /* from here the cached state (the previous message's) is no longer current: a stream
+         * opened now must not take it as its snapshot, or it would miss these suggestions */
+        pthread_mutex_lock(&lock);
+        struct watched *w0 = find(conv);
+        if (w0 && (!w0->last_id[0] || context_stream_id_cmp(id, w0->last_id) > 0))
+            memcpy(w0->last_id, id, sizeof id);
+        pthread_mutex_unlock(&lock);
         n = watch_build_events(&a, conv, id, NULL, evs, 1);
         for (size_t i = 0; i < n; i++) {
             sse_publish(conv, evs[i]);

@@ -92,6 +92,18 @@ out="$LOGDIR/e2e.out"
 rc=${PIPESTATUS[0]}
 add_counts e2e "$rc" "$(count_unittest "$out")"
 
+# ---- browser tests: the agent panel and the extension in chromium (tests/browser/run.sh) -----
+# Not under valgrind (the browser's time-outs are not scaled); TANDEM_BROWSER_TESTS=0 skips them.
+if [ "${TANDEM_BROWSER_TESTS:-1}" = 1 ] && [ "${TANDEM_VALGRIND:-0}" != 1 ]; then
+    echo "==== browser"
+    out="$LOGDIR/browser.out"
+    BUILD=$BUILD TANDEMD=$TANDEMD bash tests/browser/run.sh 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    counts=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed\(, \([0-9]*\) skipped\)\{0,1\}$/\1 \2 \4/p' "$out" | tail -n 1)
+    read -r bp bf bs <<<"$counts"
+    add_counts browser "$rc" "${bp:-0} ${bf:-0} ${bs:-0}"
+fi
+
 if [ ${#failures[@]} -gt 0 ]; then
     echo "==== failing: ${failures[*]}"
 fi

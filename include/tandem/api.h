@@ -27,6 +27,11 @@ int api_suggest_compute(struct app *app, struct store *s, const struct context *
 int api_suggest_metrics_render(struct buf *out);
 /* Summary and alerts (api_summary.c). */
 int api_summary(struct request *req);
+/* Feedback and quality (api_feedback.c): POST /v1/suggestions/{SID}/feedback, GET /v1/quality,
+ * GET /v1/quality/report. */
+int api_feedback(struct request *req);
+int api_quality(struct request *req);
+int api_quality_report(struct request *req);
 
 /* Helpers shared by handlers. */
 /* Parses req->body as a JSON object; on failure replies 400 with Jansson's line/column and

@@ -13,7 +13,7 @@
 
 /* Called once before the server starts / after it stopped accepting. */
 void sse_init(void);
-/* Ends every stream (each gets a final "bye" comment) so the server can stop. */
+/* Ends every stream (queued events are still sent first) so the server can stop. */
 void sse_shutdown(void);
 /* Waits up to ms for streams to finish after sse_shutdown(); returns how many remain. */
 unsigned sse_wait_closed(unsigned ms);
