@@ -23,6 +23,8 @@
 #include "tandem/api.h"
 #include "tandem/app.h"
 #include "tandem/engine.h"
+#include "tandem/engine_llm.h"
+#include "tandem/llm.h"
 #include "tandem/error.h"
 #include "tandem/kb.h"
 #include "tandem/log.h"
@@ -211,6 +213,58 @@ static void store_records(struct store *s, const struct context *ctx, const char
     buf_cleanup(&cbuf);
 }
 
+/* The suggestions answer for ctx (without took_ms): new reference, NULL on OOM. */
+static json_t *answer_json(const struct context *ctx, const char *engine, const char *fallback,
+                           const struct suggestion *sg, size_t n)
+{
+    json_t *list = json_array();
+    json_t *o = json_object();
+    if (!list || !o) {
+        json_decref(list);
+        json_decref(o);
+        return NULL;
+    }
+    json_object_set_new(o, "conversation_id", json_string(ctx->conv_id));
+    json_object_set_new(o, "based_on", ctx->newest_id[0] ? json_string(ctx->newest_id) : json_null());
+    json_object_set_new(o, "engine", json_string(engine));
+    if (fallback)
+        json_object_set_new(o, "fallback_reason", json_string(fallback));
+    for (size_t i = 0; i < n; i++) {
+        json_t *j = suggestion_json(&sg[i]);
+        if (!j || json_array_append_new(list, j)) {
+            json_decref(list);
+            json_decref(o);
+            return NULL;
+        }
+    }
+    json_object_set_new(o, "suggestions", list);
+    return o;
+}
+
+int api_suggest_llm_answer(struct store *s, const struct context *ctx, const json_t *local,
+                           const struct llm_result *res, json_t **out)
+{
+    *out = NULL;
+    struct suggestion sg[ENGINE_MAX_K];
+    size_t n = 0;
+    struct arena a;
+    arena_init(&a);
+    int err = engine_llm_suggestions(ctx, local, res, &a, sg, &n);
+    if (!err && n == 0)
+        err = T_ERR_BAD_JSON; /* nothing usable survived the template step */
+    if (!err) {
+        *out = answer_json(ctx, "llm", NULL, sg, n);
+        if (!*out)
+            err = T_ERR_NOMEM;
+    }
+    if (!err) {
+        store_records(s, ctx, "llm", sg, n);
+        engine_llm_cache_put(ctx->conv_id, ctx->newest_id, *out);
+    }
+    arena_cleanup(&a);
+    return err;
+}
+
 int api_suggest_compute(struct app *app, struct store *s, const struct context *ctx, struct kb *kb,
                         struct memory *mem, size_t k, const char *fallback, struct arena *a, json_t **out)
 {
@@ -224,27 +278,9 @@ int api_suggest_compute(struct app *app, struct store *s, const struct context *
         return err;
     atomic_fetch_add(&stat_compute_ns, clock_mono_ns() - t0);
     atomic_fetch_add(&stat_computed, 1);
-    json_t *list = json_array();
-    json_t *o = json_object();
-    if (!list || !o) {
-        json_decref(list);
-        json_decref(o);
+    json_t *o = answer_json(ctx, "local", fallback, sg, n);
+    if (!o)
         return T_ERR_NOMEM;
-    }
-    json_object_set_new(o, "conversation_id", json_string(ctx->conv_id));
-    json_object_set_new(o, "based_on", ctx->newest_id[0] ? json_string(ctx->newest_id) : json_null());
-    json_object_set_new(o, "engine", json_string("local"));
-    if (fallback)
-        json_object_set_new(o, "fallback_reason", json_string(fallback));
-    for (size_t i = 0; i < n; i++) {
-        json_t *j = suggestion_json(&sg[i]);
-        if (!j || json_array_append_new(list, j)) {
-            json_decref(list);
-            json_decref(o);
-            return T_ERR_NOMEM;
-        }
-    }
-    json_object_set_new(o, "suggestions", list);
     store_records(s, ctx, "local", sg, n);
     *out = o;
     return T_OK;
@@ -374,6 +410,149 @@ static int reply_answer(struct request *req, struct answer *ans)
     return err;
 }
 
+/* ---- engine=llm|auto: the local answer at once in hand, the model's within the budget ----
+ * The request parks its connection while the LLM worker (llm.h) talks to the model; the
+ * worker's callback stores the result and resumes the connection, and the handler runs again. */
+
+struct llm_wait {
+    pthread_mutex_t lock;
+    struct MHD_Connection *conn;
+    struct llm_result *res;
+    int done;            /* the callback ran (or never will) */
+    int parked;          /* the connection is suspended and waits for the callback */
+    uint64_t handle;
+    json_t *local;       /* the local answer: grounding, and the fallback */
+    struct context *ctx; /* placeholders for the model's texts */
+};
+
+static void llm_wait_free(void *p)
+{
+    struct llm_wait *w = p;
+    pthread_mutex_lock(&w->lock);
+    int done = w->done;
+    pthread_mutex_unlock(&w->lock);
+    if (!done && w->handle)
+        llm_cancel(w->handle); /* the client went away first: drop the upstream call */
+    llm_result_free(w->res);
+    json_decref(w->local);
+    context_free(w->ctx);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+static void llm_wait_done(struct llm_result *res, void *arg)
+{
+    struct llm_wait *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->res = res;
+    w->done = 1;
+    int wake = w->parked;
+    w->parked = 0;
+    pthread_mutex_unlock(&w->lock);
+    if (wake) /* the connection cannot close while parked, so conn is still valid here */
+        http_resume(w->conn);
+}
+
+static int reply_local(struct request *req, json_t *local, const char *reason)
+{
+    json_t *o = json_copy(local);
+    if (!o)
+        return T_ERR_NOMEM;
+    json_object_set_new(o, "fallback_reason", json_string(reason));
+    struct answer ans = {o, 0};
+    return reply_answer(req, &ans);
+}
+
+static int llm_wait_finish(struct request *req)
+{
+    struct llm_wait *w = req->ext;
+    pthread_mutex_lock(&w->lock);
+    struct llm_result *res = w->res;
+    w->res = NULL;
+    pthread_mutex_unlock(&w->lock);
+    int err;
+    if (!res || strcmp(res->outcome, "ok") != 0) {
+        err = reply_local(req, w->local, res ? res->outcome : "nomem");
+    } else {
+        json_t *o = NULL;
+        struct store *s = store_thread();
+        err = s ? api_suggest_llm_answer(s, w->ctx, w->local, res, &o) : T_ERR_NOMEM;
+        if (err) {
+            err = reply_local(req, w->local, "validation_failed");
+        } else {
+            struct answer ans = {watch_slice_suggestions(o, json_array_size(json_object_get(w->local, "suggestions"))), 0};
+            json_decref(o);
+            err = ans.json ? reply_answer(req, &ans) : T_ERR_NOMEM;
+        }
+    }
+    llm_result_free(res);
+    return err;
+}
+
+static int llm_wait_start(struct request *req, const char *conv_id, size_t k, struct answer *ans)
+{
+    struct app *app = req->app;
+    const char *based_on = json_string_value(json_object_get(ans->json, "based_on"));
+    json_t *hit = engine_llm_cache_get(conv_id, based_on ? based_on : "");
+    if (hit) {
+        json_decref(ans->json);
+        ans->json = watch_slice_suggestions(hit, k);
+        json_decref(hit);
+        return ans->json ? reply_answer(req, ans) : T_ERR_NOMEM;
+    }
+    struct llm_wait *w = calloc(1, sizeof *w);
+    if (!w) {
+        json_decref(ans->json);
+        return T_ERR_NOMEM;
+    }
+    pthread_mutex_init(&w->lock, NULL);
+    w->conn = req->conn;
+    w->local = ans->json;
+    ans->json = NULL;
+    req->ext = w;
+    req->ext_free = llm_wait_free;
+    struct store *s = store_thread();
+    const struct config *cfg = app->cfg;
+    int err = s ? store_fetch_context(s, conv_id, (size_t)cfg->context_messages, (size_t)cfg->history_entries, &w->ctx)
+                : T_ERR_NOMEM;
+    if (err)
+        return reply_local(req, w->local, "context_unavailable");
+    /* the summary's "what the customer wants" helps the model when the live loop has it */
+    struct watch_answers live;
+    char live_id[STREAM_ID_MAX];
+    const char *wants = NULL;
+    json_t *summary = NULL;
+    if (watch_cached(conv_id, &live, live_id)) {
+        summary = json_incref(live.summary);
+        watch_answers_cleanup(&live);
+        wants = json_string_value(json_object_get(json_object_get(summary, "conversation"), "wants"));
+    }
+    struct kb *kb = app_kb_acquire(app);
+    struct llm_request lr;
+    long budget = (long)cfg->llm_timeout_ms - (long)clock_ms_since(req->start_ns);
+    err = engine_llm_request(w->ctx, w->local, kb, wants, k, budget, &req->arena, &lr);
+    const char *reason = "nomem";
+    if (!err)
+        err = llm_submit(&lr, llm_wait_done, w, &w->handle, &reason);
+    app_kb_release(kb);
+    json_decref(summary);
+    if (err) {
+        pthread_mutex_lock(&w->lock);
+        w->done = 1; /* never queued: nothing to cancel */
+        pthread_mutex_unlock(&w->lock);
+        return reply_local(req, w->local, reason);
+    }
+    /* park unless the callback already ran (it may, even before llm_submit returns) */
+    pthread_mutex_lock(&w->lock);
+    int done = w->done;
+    if (!done) {
+        w->parked = 1;
+        http_suspend(req);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return done ? llm_wait_finish(req) : T_OK;
+}
+
 int api_suggestions(struct request *req)
 {
     const char *id;
@@ -387,11 +566,14 @@ int api_suggestions(struct request *req)
         engine = "auto";
     if (strcmp(engine, "auto") != 0 && strcmp(engine, "local") != 0 && strcmp(engine, "llm") != 0)
         return http_reply_error(req, T_ERR_BAD_REQUEST, "'engine' must be auto, local or llm");
+    if (req->ext) /* resumed: the model answered (or gave up) */
+        return llm_wait_finish(req);
+    int want_llm = strcmp(engine, "local") != 0 && llm_enabled();
     struct answer ans;
-    int err = suggestions_for(req, id, k, engine, &ans);
-    if (err)
-        return err;
-    return reply_answer(req, &ans);
+    int err = suggestions_for(req, id, k, want_llm ? "local" : engine, &ans);
+    if (err || !want_llm)
+        return err ? err : reply_answer(req, &ans);
+    return llm_wait_start(req, id, k, &ans);
 }
 
 int api_focus_suggestion(struct request *req)

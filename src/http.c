@@ -70,6 +70,14 @@ static enum http_method parse_method(const char *m)
     return HTTP_OTHER;
 }
 
+void http_suspend(struct request *req)
+{
+    req->suspended = 1;
+    MHD_suspend_connection(req->conn);
+}
+
+void http_resume(struct MHD_Connection *conn) { MHD_resume_connection(conn); }
+
 void http_mark_streaming(struct request *req)
 {
     if (!req->streaming) {
@@ -422,7 +430,10 @@ static enum MHD_Result answer_preflight(struct request *req)
 
 static enum MHD_Result dispatch(struct request *req)
 {
+    req->suspended = 0;
     int err = req->route->handler(req);
+    if (!err && req->suspended && !req->response)
+        return MHD_YES; /* parked: answered when resumed */
     if (err && !req->response)
         return answer_error(req, err, NULL);
     return queue(req);
@@ -511,6 +522,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                   req->method_name, path, req->route ? req->route->name : "-", status, (double)dur / 1e6,
                   toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
     }
+    if (req->ext_free)
+        req->ext_free(req->ext);
     if (req->response)
         MHD_destroy_response(req->response);
     if (!req->streaming)
@@ -574,7 +587,7 @@ struct http_server *http_start(struct app *app)
     return srv;
 }
 
-void http_stop(struct http_server *srv, unsigned grace_ms)
+void http_stop(struct http_server *srv, unsigned grace_ms, void (*before_stop)(void))
 {
     if (!srv)
         return;
@@ -587,6 +600,14 @@ void http_stop(struct http_server *srv, unsigned grace_ms)
     while (http_inflight() > 0 && clock_mono_ns() < deadline) {
         struct timespec ts = {0, 10 * 1000000};
         nanosleep(&ts, NULL);
+    }
+    if (before_stop) {
+        before_stop();
+        uint64_t until = clock_mono_ns() + 500u * 1000000u; /* parked requests answer now */
+        while (http_inflight() > 0 && clock_mono_ns() < until) {
+            struct timespec ts = {0, 5 * 1000000};
+            nanosleep(&ts, NULL);
+        }
     }
     if (http_inflight())
         log_warn("shutdown_grace_expired", "inflight=%u", http_inflight());

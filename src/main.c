@@ -4,6 +4,7 @@
 #include "tandem/app.h"
 #include "tandem/events.h"
 #include "tandem/kb.h"
+#include "tandem/llm.h"
 #include "tandem/memory.h"
 #include "tandem/metrics.h"
 #include "tandem/quality.h"
@@ -22,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHUTDOWN_GRACE_MS 4000 /* in-flight requests get this long; k8s default grace is 30 s, ours < 5 s */
+#define SHUTDOWN_GRACE_MS 3000 /* in-flight requests get this long; all of shutdown stays under 5 s */
 
 extern char **environ;
 
@@ -86,6 +87,8 @@ int main(int argc, char **argv)
         app_kb_swap(&app, kb);
         log_info("kb_loaded", "entries=%zu bytes=%zu", kb_count(kb), kb_memory(kb));
     }
+    if (llm_start_from_config(&cfg, stderr) < 0)
+        goto out;
     app.memory = memory_store_new();
     if (!app.memory)
         goto out;
@@ -127,14 +130,15 @@ int main(int argc, char **argv)
         log_info("stopping", "signal=%d", sig);
         break;
     }
-    http_stop(srv, SHUTDOWN_GRACE_MS);
+    http_stop(srv, SHUTDOWN_GRACE_MS, llm_stop);
     srv = NULL;
     watch_stop();
     log_info("stopped", "%s", "");
     rc = 0;
 out:
     if (srv) /* failed after listening */
-        http_stop(srv, 0);
+        http_stop(srv, 0, llm_stop);
+    llm_stop();
     app_kb_swap(&app, NULL);
     memory_store_free(app.memory);
     app.memory = NULL;

@@ -7,7 +7,11 @@
  * nothing pushed twice. */
 #include "tandem/clock.h"
 #include "tandem/watch.h"
+#include "tandem/api.h"
+#include "tandem/engine_llm.h"
 #include "tandem/error.h"
+#include "tandem/kb.h"
+#include "tandem/llm.h"
 #include "tandem/log.h"
 #include "tandem/metrics.h"
 #include "tandem/sse.h"
@@ -30,6 +34,7 @@ struct watched {
     int subscribed, focused;
     struct watch_answers cache;  /* state at cache_id */
     char cache_id[STREAM_ID_MAX];
+    uint64_t llm_handle;         /* the model call for the newest message, 0 when none */
     struct watched *next;
 };
 
@@ -63,10 +68,11 @@ static struct watched *find(const char *conv)
 }
 
 /* Caller holds lock. Drops w when nobody needs it any more. */
-static void maybe_remove(struct watched *w)
+static uint64_t maybe_remove(struct watched *w)
 {
     if (w->subscribed || w->focused)
-        return;
+        return 0;
+    uint64_t pending = w->llm_handle;
     for (struct watched **pp = &list; *pp; pp = &(*pp)->next)
         if (*pp == w) {
             *pp = w->next;
@@ -75,6 +81,7 @@ static void maybe_remove(struct watched *w)
     watch_answers_cleanup(&w->cache);
     free(w);
     n_watched--;
+    return pending; /* the caller cancels it, outside the lock */
 }
 
 /* Caller holds lock. */
@@ -124,12 +131,15 @@ void watch_subscribed(const char *conv, const char *from_id, int subscribed)
     /* a new first subscriber may have come between the hub's "last one left" and this call */
     if (w && !subscribed && sse_subscribers(conv) > 0)
         w = NULL;
+    uint64_t cancel = 0;
     if (w) {
         w->subscribed = subscribed;
         if (!subscribed)
-            maybe_remove(w);
+            cancel = maybe_remove(w);
     }
     pthread_mutex_unlock(&lock);
+    if (cancel) /* nobody is left to see the model's answer */
+        llm_cancel(cancel);
     if (created)
         wake_reader();
 }
@@ -142,7 +152,12 @@ void watch_set_focus(const char *conv)
         struct watched *old = find(focus);
         if (old) {
             old->focused = 0;
-            maybe_remove(old);
+            uint64_t cancel = maybe_remove(old);
+            if (cancel) {
+                pthread_mutex_unlock(&lock);
+                llm_cancel(cancel);
+                pthread_mutex_lock(&lock);
+            }
         }
     }
     snprintf(focus, sizeof focus, "%s", conv ? conv : "");
@@ -264,6 +279,99 @@ size_t watch_build_events(const struct watch_answers *a, const char *conv, const
     return n;
 }
 
+/* ---- the model's suggestions, pushed when they arrive ---- */
+
+struct llm_push {
+    char conv[ID_MAX_LEN + 1];
+    char based_on[STREAM_ID_MAX];
+    struct context *ctx;
+    json_t *local;
+};
+
+static void llm_push_free(struct llm_push *p)
+{
+    context_free(p->ctx);
+    json_decref(p->local);
+    free(p);
+}
+
+/* On the LLM worker: publish the model's answer if the conversation has not moved on. */
+static void llm_push_done(struct llm_result *res, void *arg)
+{
+    struct llm_push *p = arg;
+    int current = 0;
+    pthread_mutex_lock(&lock);
+    struct watched *w = find(p->conv);
+    if (w && strcmp(w->last_id, p->based_on) == 0) {
+        current = 1;
+        w->llm_handle = 0;
+    }
+    pthread_mutex_unlock(&lock);
+    struct store *s = store_thread();
+    json_t *answer = NULL;
+    if (current && res && strcmp(res->outcome, "ok") == 0 && s &&
+        api_suggest_llm_answer(s, p->ctx, p->local, res, &answer) == T_OK) {
+        json_t *sl = watch_slice_suggestions(answer, WATCH_EVENT_K);
+        struct sse_event *ev = event_of("suggestions", p->based_on, sl);
+        if (ev) {
+            sse_publish(p->conv, ev);
+            sse_event_unref(ev);
+        }
+        json_decref(sl);
+        json_decref(answer);
+    }
+    llm_result_free(res);
+    llm_push_free(p);
+}
+
+/* Asks the model for better wording of the state just pushed; takes ctx. Replaces (cancels)
+ * the call for an older message of the same conversation. */
+static void llm_push_start(const char *conv, const char *based_on, struct context *ctx, const struct watch_answers *a)
+{
+    struct llm_push *p = calloc(1, sizeof *p);
+    if (!p) {
+        context_free(ctx);
+        return;
+    }
+    snprintf(p->conv, sizeof p->conv, "%s", conv);
+    snprintf(p->based_on, sizeof p->based_on, "%s", based_on);
+    p->ctx = ctx;
+    p->local = watch_slice_suggestions(a->suggestions, WATCH_EVENT_K);
+    const char *wants = json_string_value(json_object_get(json_object_get(a->summary, "conversation"), "wants"));
+    struct kb *kb = app_kb_acquire(gapp);
+    struct arena ar;
+    arena_init(&ar);
+    struct llm_request lr;
+    uint64_t handle = 0;
+    const char *reason = NULL;
+    int err = p->local ? engine_llm_request(ctx, p->local, kb, wants, WATCH_EVENT_K, gapp->cfg->llm_timeout_ms, &ar, &lr)
+                       : T_ERR_NOMEM;
+    uint64_t old = 0;
+    pthread_mutex_lock(&lock); /* the callback may run before llm_submit returns: register first */
+    struct watched *w = find(conv);
+    if (w) {
+        old = w->llm_handle;
+        w->llm_handle = 0;
+    }
+    pthread_mutex_unlock(&lock);
+    if (old)
+        llm_cancel(old);
+    if (!err)
+        err = llm_submit(&lr, llm_push_done, p, &handle, &reason);
+    arena_cleanup(&ar);
+    app_kb_release(kb);
+    if (err) {
+        log_debug("llm_push_skipped", "conv=%s reason=%s", conv, reason ? reason : "nomem");
+        llm_push_free(p);
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    w = find(conv);
+    if (w && strcmp(w->last_id, based_on) == 0)
+        w->llm_handle = handle;
+    pthread_mutex_unlock(&lock);
+}
+
 /* Recomputes conv's state at msg_id (NULL: newest), caches it and publishes events.
  * Returns T_OK, or an error when Redis failed (the caller retries from the same id). */
 static int process(struct store *s, const char *conv, const char *msg_id)
@@ -338,6 +446,10 @@ static int process(struct store *s, const char *conv, const char *msg_id)
         }
     }
     json_decref(prev_alerts);
+    if (msg_id && llm_enabled() && sse_subscribers(conv) > 0) {
+        llm_push_start(conv, id, c, &a); /* takes c */
+        c = NULL;
+    }
     watch_answers_cleanup(&a);
     context_free(c);
     atomic_fetch_add(&stat_recomputes, 1);

@@ -23,6 +23,12 @@ struct store;
 struct context;
 int api_suggest_compute(struct app *app, struct store *s, const struct context *ctx, struct kb *kb,
                         struct memory *mem, size_t k, const char *fallback, struct arena *a, struct json_t **out);
+/* An "ok" LLM result as the suggestions answer (engine "llm", new reference in *out), each
+ * suggestion recorded for feedback and the answer remembered (engine_llm_cache_put). local is
+ * the local answer the model was grounded on. T_ERR_BAD_JSON when nothing usable is left. */
+struct llm_result;
+int api_suggest_llm_answer(struct store *s, const struct context *ctx, const struct json_t *local,
+                           const struct llm_result *res, struct json_t **out);
 /* /metrics part for KB, reply memory and suggestions (metrics_register it at start-up). */
 int api_suggest_metrics_render(struct buf *out);
 /* Summary and alerts (api_summary.c). */

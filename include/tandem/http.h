@@ -53,6 +53,10 @@ struct request {
     const char *hdr_values[REQUEST_MAX_HEADERS];
     size_t n_hdrs;
     int streaming;             /* 1 for long-lived responses (SSE): not counted as in flight */
+    int suspended;             /* the handler parked the connection (http_suspend) and will answer
+                                  when it is resumed: the handler is then called again */
+    void *ext;                 /* a handler's own state across suspend/resume */
+    void (*ext_free)(void *ext); /* called once when the request completes */
 };
 
 /* Handler: answer with one of http_reply_*() and return T_OK, or return an error code to get
@@ -86,6 +90,11 @@ int http_reply_error(struct request *req, int err, const char *message);
 /* Adds a response header; name and value must outlive the request (static or req->arena). */
 void http_add_header(struct request *req, const char *name, const char *value);
 
+/* Parks the connection until http_resume() (from any thread); the route handler is then called
+ * again with req->ext as it left it. Only from within a handler. */
+void http_suspend(struct request *req);
+void http_resume(struct MHD_Connection *conn);
+
 /* Marks req as a long-lived stream: it no longer counts as in flight for graceful shutdown. */
 void http_mark_streaming(struct request *req);
 
@@ -97,8 +106,10 @@ const char *http_header(struct request *req, const char *name);
 struct http_server;
 /* Starts listening per app->cfg. NULL on failure (logged). */
 struct http_server *http_start(struct app *app);
-/* Stops accepting, waits up to grace_ms for requests in flight, closes streams, stops. */
-void http_stop(struct http_server *srv, unsigned grace_ms);
+/* Stops accepting, ends streams, waits up to grace_ms for requests in flight, calls
+ * before_stop (may be NULL: e.g. llm_stop, whose callbacks resume parked requests) and gives
+ * those a moment to answer, then stops the daemon. */
+void http_stop(struct http_server *srv, unsigned grace_ms, void (*before_stop)(void));
 /* Requests currently in flight (not counting streams). */
 unsigned http_inflight(void);
 #endif
