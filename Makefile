@@ -32,9 +32,11 @@ EMBED_GEN  := $(BUILD)/gen/embedded_data.c
 # Debian packages needed to build, test and run (make deps installs them).
 DEB_PKGS := build-essential pkg-config clang libmicrohttpd-dev libhiredis-dev libjansson-dev \
             libcurl4-openssl-dev libstemmer-dev libcmocka-dev redis-server redis-tools \
-            python3 valgrind wrk prometheus curl nodejs chromium
+            python3 valgrind wrk prometheus curl nodejs chromium systemd strace
+# Container image without Docker Hub (scripts/image.sh): podman + a debootstrap base.
+IMAGE_PKGS := podman buildah runc debootstrap fuse-overlayfs slirp4netns uidmap redis-server redis-tools curl python3
 
-.PHONY: all test unit e2e asan valgrind run deps format clean bench eval fuzz test-browser
+.PHONY: all test unit e2e asan valgrind run deps format clean bench eval fuzz test-browser image image-test deploy-check
 all: $(BUILD)/tandemd $(BUILD)/tandem
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/tandem/*.h) | $(BUILD)/obj
@@ -96,6 +98,16 @@ bench: deps all
 
 eval: deps all
 	@bash tests/eval/run.sh
+
+image:
+	@bash scripts/deps.sh $(IMAGE_PKGS)
+	@bash scripts/image.sh build
+
+image-test: image
+	@bash scripts/image.sh test
+
+deploy-check: deps all
+	@BUILD=$(BUILD) bash tests/deploy/run.sh
 
 format:
 	clang-format -i src/*.c include/tandem/*.h tests/unit/*.c

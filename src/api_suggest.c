@@ -342,15 +342,15 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
         r->element[1]->type != REDIS_REPLY_STRING) {
-        log_error("suggestion_cache_reply", "type=%d", r->type);
+        /* e.g. an ACL without EVAL: answer without the shared cache rather than fail */
+        log_warn("suggestion_cache_unusable", "type=%d", r->type);
         store_reply_free(r);
-        err = T_ERR_INTERNAL;
-        goto out;
+        r = NULL;
     }
     /* cached: "<newest> <state>\n<json>" */
-    const char *newest = r->element[0]->str;
-    const char *v = r->element[1]->str;
-    size_t vlen = r->element[1]->len;
+    const char *newest = r ? r->element[0]->str : "";
+    const char *v = r ? r->element[1]->str : "";
+    size_t vlen = r ? r->element[1]->len : 0;
     const char *nl = vlen ? memchr(v, '\n', vlen) : NULL;
     if (nl) {
         char head[160];

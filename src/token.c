@@ -147,7 +147,9 @@ int token_setup(struct app *app, const struct config *cfg, FILE *err)
         return -1;
     }
     const char *path = app->token_path;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* our own location must not be a planted link; a configured file may be one (Kubernetes
+     * Secret volumes expose each key as a symlink): its target's mode is checked below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (generated_location ? O_NOFOLLOW : 0));
     if (fd < 0 && errno == ENOENT && generated_location) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s", path);
