@@ -26,7 +26,7 @@ const struct route api_routes[] = {
     {"/v1/conversations/*/summary", HTTP_GET, api_summary, "summary", 0, 0},
     {"/v1/conversations/*/events", HTTP_GET, api_events, "events", ROUTE_TOKEN_IN_QUERY, 0},
     {"/v1/focus/suggestions/*", HTTP_GET, api_focus_suggestion, "focus_suggestion", 0, 0},
-    {"/v1/transcripts", HTTP_POST, api_transcripts, "transcripts", ROUTE_NDJSON, 64u << 20},
+    {"/v1/transcripts", HTTP_POST, api_transcripts, "transcripts", ROUTE_NDJSON, 0},
     {"/v1/suggestions/*/feedback", HTTP_POST, api_feedback, "feedback", 0, 0},
     {"/v1/quality", HTTP_GET, api_quality, "quality", 0, 0},
     {"/v1/quality/report", HTTP_GET, api_quality_report, "quality_report", 0, 0},

@@ -361,7 +361,10 @@ static int gate(struct request *req, const char **message)
     }
     /* 7. declared size */
     const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    size_t cap = req->route->max_body ? req->route->max_body : (size_t)cfg->max_body;
+    /* bulk imports (NDJSON) have their own, larger cap: TANDEM_MAX_TRANSCRIPTS_BODY */
+    size_t cap = req->route->max_body                 ? req->route->max_body
+                 : (req->route->flags & ROUTE_NDJSON) ? (size_t)cfg->max_transcripts_body
+                                                      : (size_t)cfg->max_body;
     req->body.max = cap;
     if (cl) {
         char *end;

@@ -65,7 +65,7 @@ typedef int (*route_handler)(struct request *req);
 
 #define ROUTE_NO_AUTH 0x1  /* outside /v1: no token needed */
 #define ROUTE_TOKEN_IN_QUERY 0x2 /* accepts ?token= (EventSource cannot send headers) */
-#define ROUTE_NDJSON 0x4   /* body is application/x-ndjson instead of application/json */
+#define ROUTE_NDJSON 0x4   /* body is application/x-ndjson (capped by TANDEM_MAX_TRANSCRIPTS_BODY) */
 
 struct route {
     const char *pattern;   /* "/v1/conversations/ * /context": '*' matches one segment */
