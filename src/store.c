@@ -22,6 +22,7 @@
 
 struct store {
     redisContext *ctx;
+    unsigned long master_gen; /* sentinel: master_generation when this connection was made */
     unsigned long generation; /* bumped on every new connection */
     uint64_t next_attempt_ns; /* no reconnect before this (backoff) */
     unsigned backoff_ms;
@@ -32,6 +33,12 @@ struct store {
 static const struct config *gcfg;
 static atomic_ulong stat_errors, stat_reconnects;
 static pthread_key_t thread_key;
+/* Sentinel: the master's address as last seen, and a generation bumped when it moves, so every
+ * thread's connection to a demoted master is dropped even while that master still accepts
+ * writes (a manual or partitioned failover does not make it read-only at once). */
+static pthread_mutex_t master_lock = PTHREAD_MUTEX_INITIALIZER;
+static char master_addr[300];
+static atomic_ulong master_generation;
 static pthread_once_t thread_once = PTHREAD_ONCE_INIT;
 
 unsigned long store_stat_errors(void) { return atomic_load(&stat_errors); }
@@ -189,6 +196,7 @@ static int do_connect(struct store *s)
     } else {
         char host[256];
         unsigned port = 0;
+        s->master_gen = atomic_load(&master_generation);
         if (sentinel_resolve(t, tmo, host, sizeof host, &port) == 0)
             c = connect_to(host, port, NULL, tmo);
     }
@@ -246,6 +254,12 @@ static int do_connect(struct store *s)
 /* Makes sure s has a live connection, respecting the backoff. */
 static int ensure(struct store *s, int force)
 {
+    if (s->ctx && gcfg && gcfg->redis.kind == REDIS_SENTINEL && s->master_gen != atomic_load(&master_generation)) {
+        log_info("redis_master_moved", "%s", "");
+        redisFree(s->ctx);
+        s->ctx = NULL;
+        force = 1;
+    }
     if (s->ctx)
         return T_OK;
     if (!gcfg)
@@ -342,6 +356,30 @@ int store_command(struct store *s, struct redisReply **reply, int argc, const ch
     int err = store_pipeline(s, 1, argcs, argvs, lens, r);
     *reply = err ? NULL : r[0];
     return err;
+}
+
+void store_sentinel_check(void)
+{
+    if (!gcfg || gcfg->redis.kind != REDIS_SENTINEL)
+        return;
+    static _Atomic uint64_t last_ns;
+    uint64_t now = clock_mono_ns(), prev = atomic_load(&last_ns);
+    if (now - prev < 1000000000u || !atomic_compare_exchange_strong(&last_ns, &prev, now))
+        return; /* at most once a second */
+    char host[256], addr[300];
+    unsigned port = 0;
+    unsigned tmo = (unsigned)gcfg->redis_timeout_ms;
+    if (sentinel_resolve(&gcfg->redis, tmo < PING_TIMEOUT_MS ? tmo : PING_TIMEOUT_MS, host, sizeof host, &port) != 0)
+        return;
+    snprintf(addr, sizeof addr, "%s:%u", host, port);
+    pthread_mutex_lock(&master_lock);
+    int moved = master_addr[0] && strcmp(master_addr, addr) != 0;
+    memcpy(master_addr, addr, sizeof addr);
+    pthread_mutex_unlock(&master_lock);
+    if (moved) {
+        log_warn("redis_failover_seen", "master=%s", addr);
+        atomic_fetch_add(&master_generation, 1);
+    }
 }
 
 unsigned long store_generation(const struct store *s) { return s->generation; }

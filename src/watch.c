@@ -651,6 +651,7 @@ static void *loop(void *arg)
         int err = read_round(s, &gen);
         heartbeat(&last_ping);
         sse_reap_disconnected();
+        store_sentinel_check();
         if (err == T_ERR_UNAVAILABLE) {
             set_redis_ok(0);
             /* store_* back off by themselves; don't spin while they do */

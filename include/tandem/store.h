@@ -42,6 +42,11 @@ int store_fetch_context(struct store *s, const char *conv_id, size_t window, siz
 int store_fetch_context_until(struct store *s, const char *conv_id, const char *until_id, size_t window,
                               size_t history, struct context **out);
 
+/* With a redis-sentinel:// URL: asks the sentinels where the master is and, when it moved, makes
+ * every connection reconnect before its next command. Called about once a second (the live
+ * loop's tick). No-op for other URL kinds. Thread-safe. */
+void store_sentinel_check(void);
+
 /* Command timeout of this connection (blocking readers need more than the default). */
 void store_set_timeout(struct store *s, unsigned ms);
 /* Bumped on every (re)connect: a blocking reader re-reads its CLIENT ID when it changes. */
