@@ -36,7 +36,7 @@ DEB_PKGS := build-essential pkg-config clang libmicrohttpd-dev libhiredis-dev li
 # Container image without Docker Hub (scripts/image.sh): podman + a debootstrap base.
 IMAGE_PKGS := podman buildah runc debootstrap fuse-overlayfs slirp4netns uidmap redis-server redis-tools curl python3
 
-.PHONY: all test unit e2e asan valgrind run deps format clean bench eval fuzz test-browser image image-test deploy-check
+.PHONY: all test unit e2e asan valgrind run deps format clean bench eval fuzz test-browser image image-test deploy-check faults soak
 all: $(BUILD)/tandemd $(BUILD)/tandem
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/tandem/*.h) | $(BUILD)/obj
@@ -98,6 +98,19 @@ bench: deps all
 
 eval: deps all
 	@bash tests/eval/run.sh
+
+# libFuzzer over every parser of untrusted bytes (tests/fuzz/README.md)
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Redis killed/paused/LOADING/OOM/ACL, a fault proxy, vanishing streams, allocation failures
+faults: deps all
+	@BUILD=$(BUILD) bash scripts/faults.sh
+
+# load plus faults for SOAK_SECONDS (default 600); RSS, fds and threads must stay flat
+soak: deps all
+	@BUILD=$(BUILD) bash scripts/soak.sh
 
 image:
 	@bash scripts/deps.sh $(IMAGE_PKGS)

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <hiredis/hiredis.h>
+
 #include "tandem/api.h"
 #include "tandem/app.h"
 #include "tandem/context.h"
@@ -45,6 +47,26 @@ static int reply_id_reused(struct request *req, const char *feedback_id)
  * this customer's and agent's names turned back into placeholders. */
 static int learn(struct store *s, const struct feedback_suggestion *sg, const struct feedback_entry *e)
 {
+    /* once per suggestion: repeated accepts (new feedback ids) must not grow the memory */
+    char key[320];
+    if (feedback_key(key, sizeof key, "feedback", "learned") < 0)
+        return T_ERR_INTERNAL;
+    size_t kl = strlen(key);
+    if (kl + 2 + strlen(sg->sid) >= sizeof key)
+        return T_ERR_INTERNAL;
+    snprintf(key + kl, sizeof key - kl, ":%s", sg->sid);
+    const char *argv[] = {"SET", key, "1", "NX", "EX", "172800"};
+    redisReply *r = NULL;
+    int err0 = store_command(s, &r, 6, argv, NULL);
+    if (err0)
+        return err0;
+    int is_new = r->type == REDIS_REPLY_STATUS;
+    int refused = r->type == REDIS_REPLY_ERROR;
+    store_reply_free(r);
+    if (refused)
+        return T_ERR_UNAVAILABLE;
+    if (!is_new)
+        return T_OK;
     struct context *ctx = NULL;
     int err = store_fetch_context(s, sg->conversation_id, 1, 0, &ctx);
     if (err && err != T_ERR_CONV_NOT_FOUND)

@@ -171,6 +171,17 @@ int http_reply_error(struct request *req, int err, const char *message)
 
 /* ---- the gate ---- */
 
+/* A header's value, NULL when absent or when it holds a NUL byte (which would make the C string
+ * shorter than what the client sent: "127.0.0.1:8787\0.evil.example"). */
+static const char *header_exact(struct request *req, const char *name)
+{
+    const char *v = NULL;
+    size_t len = 0;
+    if (MHD_lookup_connection_value_n(req->conn, MHD_HEADER_KIND, name, strlen(name), &v, &len) != MHD_YES || !v)
+        return NULL;
+    return strlen(v) == len ? v : NULL;
+}
+
 static int host_allowed(const struct config *cfg, const char *host)
 {
     size_t n = strlen(host);
@@ -274,8 +285,10 @@ static const struct route *match_route(struct request *req, int *path_known)
         req->n_params = 0;
         for (size_t i = 0; i < np; i++) {
             req->params[i] = arena_strndup(&req->arena, caps[i], caplen[i]);
-            if (!req->params[i])
+            if (!req->params[i]) {
+                req->oom = 1;
                 return NULL;
+            }
             req->n_params++;
         }
         return r;
@@ -328,17 +341,19 @@ static int gate(struct request *req, const char **message)
     /* 1. Host: exactly one, and one of ours (DNS rebinding defence) */
     if (header_count(req->conn, "Host") != 1)
         return *message = "exactly one Host header is required", T_ERR_MISDIRECTED;
-    const char *host = http_header(req, "Host");
+    const char *host = header_exact(req, "Host");
     if (!host || !host_allowed(cfg, host))
         return T_ERR_MISDIRECTED;
     /* 2. Origin: when present, must be allowed ("null" never is) */
     unsigned n_origin = header_count(req->conn, "Origin");
     const char *origin = http_header(req, "Origin");
-    if (n_origin > 1 || (origin && !origin_allowed(cfg, origin)))
+    if (n_origin > 1 || (origin && (!header_exact(req, "Origin") || !origin_allowed(cfg, origin))))
         return T_ERR_FORBIDDEN_ORIGIN;
     /* 3. route (needed for auth flags and preflight) */
     int path_known;
     req->route = match_route(req, &path_known);
+    if (req->oom)
+        return T_ERR_NOMEM;
     /* 4. preflight: no token (browsers send none), answered by the caller */
     if (req->method == HTTP_OPTIONS)
         return path_known ? T_OK : T_ERR_NOT_FOUND;
@@ -407,14 +422,24 @@ static enum MHD_Result queue(struct request *req)
     return r;
 }
 
+/* Out of memory even for the envelope: a response made at start-up, shared by every request. */
+static struct MHD_Response *oom_response;
+
+static enum MHD_Result answer_oom(struct request *req)
+{
+    if (!oom_response)
+        return MHD_NO;
+    return MHD_queue_response(req->conn, 500, oom_response);
+}
+
 static enum MHD_Result answer_error(struct request *req, int err, const char *message)
 {
     if (err == T_ERR_METHOD)
         http_add_header(req, "Allow", allowed_methods(req));
     if (err == T_ERR_UNAUTHORIZED)
         http_add_header(req, "WWW-Authenticate", "Bearer realm=\"tandem\"");
-    if (http_reply_error(req, err, message) != T_OK)
-        return MHD_NO;
+    if (http_reply_error(req, err, message) != T_OK || !req->response)
+        return answer_oom(req);
     return queue(req);
 }
 
@@ -452,8 +477,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct request *req = *req_cls;
     if (!req) {
         req = calloc(1, sizeof *req);
-        if (!req)
-            return MHD_NO;
+        if (!req) /* no request state at all: the prepared answer, then MHD closes */
+            return oom_response ? MHD_queue_response(conn, 500, oom_response) : MHD_NO;
         *req_cls = req;
         atomic_fetch_add(&inflight, 1);
         req->conn = conn;
@@ -566,6 +591,16 @@ struct http_server *http_start(struct app *app)
         names[n++] = r->name;
     metrics_init(names, n);
     sse_init();
+    if (!oom_response) {
+        static const char body[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"the server ran out of "
+                                   "memory; retry later\"}}";
+        oom_response = MHD_create_response_from_buffer(sizeof body - 1, (void *)(uintptr_t)body, MHD_RESPMEM_PERSISTENT);
+        if (oom_response) {
+            MHD_add_response_header(oom_response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+            MHD_add_response_header(oom_response, "Cache-Control", "no-store");
+            MHD_add_response_header(oom_response, "Retry-After", "1");
+        }
+    }
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;

@@ -98,6 +98,14 @@ static const char *transcript_invalid(json_t *o)
     return NULL;
 }
 
+/* l, shortened so that s[0..l) does not end inside a UTF-8 character. */
+static size_t utf8_cut(const char *s, size_t l)
+{
+    while (l && ((unsigned char)s[l] & 0xC0) == 0x80)
+        l--;
+    return l;
+}
+
 /* The context of the reply at index upto: the last MEMORY_CONTEXT_TURNS customer turns before
  * it, within MEMORY_CONTEXT_BYTES (the newest turns win). NULL when there is none. */
 static char *build_context(struct arena *a, json_t *ms, size_t upto)
@@ -127,7 +135,7 @@ static char *build_context(struct arena *a, json_t *ms, size_t upto)
         if (o + l + 1 > MEMORY_CONTEXT_BYTES && o > 0)
             break;
         if (l > MEMORY_CONTEXT_BYTES)
-            l = MEMORY_CONTEXT_BYTES; /* one huge turn: keep its start */
+            l = utf8_cut(json_string_value(t), MEMORY_CONTEXT_BYTES); /* one huge turn: keep its start */
         memcpy(out + o, json_string_value(t), l);
         o += l;
         out[o++] = '\n';
@@ -153,7 +161,7 @@ int memory_context_of(const struct context *ctx, struct buf *out)
     for (size_t k = n; k-- > 0 && !err;) {
         const char *t = ctx->messages[idx[k]].text;
         size_t l = strlen(t);
-        err = buf_append(out, t, l > MEMORY_CONTEXT_BYTES ? MEMORY_CONTEXT_BYTES : l);
+        err = buf_append(out, t, l > MEMORY_CONTEXT_BYTES ? utf8_cut(t, MEMORY_CONTEXT_BYTES) : l);
         if (!err && k > 0)
             err = buf_putc(out, '\n');
     }
@@ -180,6 +188,10 @@ int memory_parse_transcripts(const char *body, size_t len, struct memory_records
             continue;
         json_error_t jerr;
         json_t *o = json_loadb(line, l, JSON_REJECT_DUPLICATES, &jerr);
+        if (!o && (json_error_code(&jerr) == json_error_out_of_memory || !jerr.text[0])) {
+            rc = T_ERR_NOMEM; /* not the client's fault: a 500 it may retry */
+            break;
+        }
         if (!o) {
             snprintf(err, errsz, "line %zu: invalid JSON at column %d: %s", lineno, jerr.column, jerr.text);
             rc = T_ERR_BAD_JSON;

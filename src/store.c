@@ -294,7 +294,8 @@ static int reply_means_unavailable(const redisReply *r)
 {
     return r && r->type == REDIS_REPLY_ERROR &&
            (strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY", 4) == 0 ||
-            strncmp(r->str, "OOM", 3) == 0 || strncmp(r->str, "MISCONF", 7) == 0);
+            strncmp(r->str, "OOM", 3) == 0 || strncmp(r->str, "MISCONF", 7) == 0 ||
+            strncmp(r->str, "NOPERM", 6) == 0);
 }
 
 static void free_replies(redisReply *replies[], size_t n)
@@ -318,7 +319,7 @@ int store_pipeline(struct store *s, size_t n, int argcs[], const char **argvs[],
         if (err)
             return err;
         size_t got = 0;
-        int io_failed = 0, reconnect = 0, unavailable = 0;
+        int io_failed = 0, reconnect = 0, unavailable = 0, noperm = 0;
         for (size_t i = 0; i < n && !io_failed; i++)
             if (redisAppendCommandArgv(s->ctx, argcs[i], argvs[i], lens[i]) != REDIS_OK)
                 io_failed = 1;
@@ -331,11 +332,14 @@ int store_pipeline(struct store *s, size_t n, int argcs[], const char **argvs[],
             replies[got] = r;
             reconnect |= reply_means_reconnect(r);
             unavailable |= reply_means_unavailable(r);
+            noperm |= ((redisReply *)r)->type == REDIS_REPLY_ERROR && strncmp(((redisReply *)r)->str, "NOPERM", 6) == 0;
         }
         if (!io_failed && !reconnect && !unavailable)
             return T_OK;
         free_replies(replies, got);
         if (unavailable && !io_failed && !reconnect) {
+            if (noperm)
+                log_error("redis_permission_denied", "hint='the Redis ACL user lacks a key pattern or command tandem needs (deploy/k8s/redis/users.acl)'");
             atomic_fetch_add(&stat_errors, 1);
             return T_ERR_UNAVAILABLE; /* the connection is fine; Redis is busy/loading */
         }

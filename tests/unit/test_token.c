@@ -311,11 +311,14 @@ static void test_token_file_refusals(void **state)
     snprintf(target, sizeof target, "%s/real-token", f->dir);
     snprintf(dir, sizeof dir, "%s/adir", f->dir);
     write_file(target, "file-token-0123456789\n", 0600);
-    /* symlink */
+    /* a configured file may be a symlink (Kubernetes Secret volumes): its target is checked */
     assert_int_equal(symlink(target, path), 0);
     f->cfg.token_file = f->tf;
     snprintf(f->tf, sizeof f->tf, "%s", path);
+    assert_int_equal(run_setup(f), 0);
+    chmod(target, 0644);
     assert_int_equal(run_setup(f), -1);
+    chmod(target, 0600);
     /* missing: no token is generated at an explicit path */
     snprintf(f->tf, sizeof f->tf, "%s/missing", f->dir);
     assert_int_equal(run_setup(f), -1);

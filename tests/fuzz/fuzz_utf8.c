@@ -1,0 +1,84 @@
+/* libFuzzer target for context_strdup_utf8, the sanitiser every Redis string goes through before
+ * it reaches JSON (messages, meta, profile, history).
+ *
+ * Build and run: scripts/fuzz.sh. Asserts: the output is valid UTF-8 under an independent strict
+ * decoder (no overlongs, surrogates or code points past U+10FFFF), has no NUL byte before its
+ * terminator, is at most 3 bytes per input byte, equals the input when the input was valid UTF-8
+ * without NUL, and sanitising it again changes nothing; Jansson accepts it as a JSON string. */
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tandem/buf.h"
+#include "tandem/context.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);           \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* Strict UTF-8 (RFC 3629), NUL not allowed. */
+static bool valid_utf8(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if ((c & 0xE0) == 0xC0)
+            len = 2, cp = c & 0x1F, min = 0x80;
+        else if ((c & 0xF0) == 0xE0)
+            len = 3, cp = c & 0x0F, min = 0x800;
+        else if ((c & 0xF8) == 0xF0)
+            len = 4, cp = c & 0x07, min = 0x10000;
+        else
+            return false;
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct arena a;
+    arena_init(&a);
+    const char *in = (const char *)data;
+    char *out = context_strdup_utf8(&a, in, size);
+    if (out) {
+        size_t n = strlen(out);
+        CHECK(n <= 3 * size);
+        CHECK(valid_utf8((const unsigned char *)out, n));
+        if (valid_utf8(data, size))
+            CHECK(n == size && memcmp(out, in, size) == 0);
+        char *again = context_strdup_utf8(&a, out, n);
+        CHECK(again && strcmp(again, out) == 0);
+        json_t *js = json_stringn(out, n);
+        CHECK(js != NULL);
+        json_decref(js);
+    }
+    arena_cleanup(&a);
+    return 0;
+}
