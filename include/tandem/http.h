@@ -53,6 +53,7 @@ struct request {
     const char *hdr_values[REQUEST_MAX_HEADERS];
     size_t n_hdrs;
     int streaming;             /* 1 for long-lived responses (SSE): not counted as in flight */
+    int oom;                   /* request-scoped allocation failed while routing */
     int suspended;             /* the handler parked the connection (http_suspend) and will answer
                                   when it is resumed: the handler is then called again */
     void *ext;                 /* a handler's own state across suspend/resume */
