@@ -12,6 +12,8 @@
  *                                        as memory_context_of() builds them), created_ms.
  * Reply memory keys: see memory.h. */
 #include <hiredis/hiredis.h>
+#include <microhttpd.h>
+#include <poll.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -423,11 +425,85 @@ struct llm_wait {
     uint64_t handle;
     json_t *local;       /* the local answer: grounding, and the fallback */
     struct context *ctx; /* placeholders for the model's texts */
+    const char *why;     /* set when the wait ended without a result (client gone) */
+    struct llm_wait *next_parked, *prev_parked; /* in `parked` while parked */
 };
+
+/* Parked requests, so their sockets can be watched: MHD does not notice a client hanging up
+ * while its connection is suspended, and its model call should stop when it does. */
+static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct llm_wait *parked;
+
+static void park_link(struct llm_wait *w)
+{
+    pthread_mutex_lock(&parked_lock);
+    w->prev_parked = NULL;
+    w->next_parked = parked;
+    if (parked)
+        parked->prev_parked = w;
+    parked = w;
+    pthread_mutex_unlock(&parked_lock);
+}
+
+static void park_unlink_locked(struct llm_wait *w)
+{
+    if (w->prev_parked)
+        w->prev_parked->next_parked = w->next_parked;
+    else if (parked == w)
+        parked = w->next_parked;
+    if (w->next_parked)
+        w->next_parked->prev_parked = w->prev_parked;
+    w->next_parked = w->prev_parked = NULL;
+}
+
+static void park_unlink(struct llm_wait *w)
+{
+    pthread_mutex_lock(&parked_lock);
+    park_unlink_locked(w);
+    pthread_mutex_unlock(&parked_lock);
+}
+
+void api_suggest_reap_parked(void)
+{
+    /* collect hung-up clients under the lock, cancel outside it (llm_cancel may wait for a
+     * callback that itself takes w->lock) */
+    enum { MAX_REAP = 64 };
+    struct llm_wait *gone[MAX_REAP];
+    size_t n = 0;
+    pthread_mutex_lock(&parked_lock);
+    for (struct llm_wait *w = parked; w && n < MAX_REAP; w = w->next_parked) {
+        pthread_mutex_lock(&w->lock);
+        int still = w->parked && !w->done;
+        pthread_mutex_unlock(&w->lock);
+        if (!still)
+            continue;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(w->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct pollfd p = {ci ? ci->connect_fd : -1, POLLRDHUP, 0};
+        if (p.fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            gone[n++] = w;
+    }
+    for (size_t i = 0; i < n; i++)
+        park_unlink_locked(gone[i]); /* parked connections cannot close: gone[i] stays valid */
+    pthread_mutex_unlock(&parked_lock);
+    for (size_t i = 0; i < n; i++) {
+        struct llm_wait *w = gone[i];
+        if (!llm_cancel(w->handle))
+            continue; /* it finished meanwhile: its callback resumed the connection */
+        pthread_mutex_lock(&w->lock);
+        int wake = w->parked;
+        w->parked = 0;
+        w->done = 1;
+        w->why = "cancelled";
+        pthread_mutex_unlock(&w->lock);
+        if (wake)
+            http_resume(w->conn);
+    }
+}
 
 static void llm_wait_free(void *p)
 {
     struct llm_wait *w = p;
+    park_unlink(w);
     pthread_mutex_lock(&w->lock);
     int done = w->done;
     pthread_mutex_unlock(&w->lock);
@@ -449,6 +525,7 @@ static void llm_wait_done(struct llm_result *res, void *arg)
     int wake = w->parked;
     w->parked = 0;
     pthread_mutex_unlock(&w->lock);
+    park_unlink(w);
     if (wake) /* the connection cannot close while parked, so conn is still valid here */
         http_resume(w->conn);
 }
@@ -471,8 +548,9 @@ static int llm_wait_finish(struct request *req)
     w->res = NULL;
     pthread_mutex_unlock(&w->lock);
     int err;
+    park_unlink(w);
     if (!res || strcmp(res->outcome, "ok") != 0) {
-        err = reply_local(req, w->local, res ? res->outcome : "nomem");
+        err = reply_local(req, w->local, res ? res->outcome : (w->why ? w->why : "nomem"));
     } else {
         json_t *o = NULL;
         struct store *s = store_thread();
@@ -550,6 +628,8 @@ static int llm_wait_start(struct request *req, const char *conv_id, size_t k, st
         http_suspend(req);
     }
     pthread_mutex_unlock(&w->lock);
+    if (!done)
+        park_link(w);
     return done ? llm_wait_finish(req) : T_OK;
 }
 

@@ -728,7 +728,8 @@ static void *worker_main(void *unused)
         }
         int64_t now = now_ms();
         int64_t wake = check_jobs(&list, now);
-        curl_multi_perform(g.multi, &still);
+        /* No curl_multi_perform() here: a transfer it finished would sit in the info queue until
+         * the next wake-up. Handles check_jobs() added make curl_multi_timeout() return 0. */
         long wait = (long)(wake - now_ms());
         long ct = -1;
         curl_multi_timeout(g.multi, &ct);

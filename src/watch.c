@@ -35,6 +35,7 @@ struct watched {
     struct watch_answers cache;  /* state at cache_id */
     char cache_id[STREAM_ID_MAX];
     uint64_t llm_handle;         /* the model call for the newest message, 0 when none */
+    struct llm_push *llm_push;   /* its callback argument: freed by whoever wins llm_cancel() */
     struct watched *next;
 };
 
@@ -67,12 +68,24 @@ static struct watched *find(const char *conv)
     return NULL;
 }
 
-/* Caller holds lock. Drops w when nobody needs it any more. */
-static uint64_t maybe_remove(struct watched *w)
+struct llm_push;
+static void llm_push_free(struct llm_push *p);
+
+/* Cancels a model call; its callback will not run when this wins, so its argument is freed here. */
+static void push_cancel(uint64_t handle, struct llm_push *p)
 {
+    if (handle && llm_cancel(handle))
+        llm_push_free(p);
+}
+
+/* Caller holds lock. Drops w when nobody needs it any more. */
+static uint64_t maybe_remove(struct watched *w, struct llm_push **push)
+{
+    *push = NULL;
     if (w->subscribed || w->focused)
         return 0;
     uint64_t pending = w->llm_handle;
+    *push = w->llm_push;
     for (struct watched **pp = &list; *pp; pp = &(*pp)->next)
         if (*pp == w) {
             *pp = w->next;
@@ -132,14 +145,14 @@ void watch_subscribed(const char *conv, const char *from_id, int subscribed)
     if (w && !subscribed && sse_subscribers(conv) > 0)
         w = NULL;
     uint64_t cancel = 0;
+    struct llm_push *push = NULL;
     if (w) {
         w->subscribed = subscribed;
         if (!subscribed)
-            cancel = maybe_remove(w);
+            cancel = maybe_remove(w, &push);
     }
     pthread_mutex_unlock(&lock);
-    if (cancel) /* nobody is left to see the model's answer */
-        llm_cancel(cancel);
+    push_cancel(cancel, push); /* nobody is left to see the model's answer */
     if (created)
         wake_reader();
 }
@@ -152,10 +165,11 @@ void watch_set_focus(const char *conv)
         struct watched *old = find(focus);
         if (old) {
             old->focused = 0;
-            uint64_t cancel = maybe_remove(old);
+            struct llm_push *push;
+            uint64_t cancel = maybe_remove(old, &push);
             if (cancel) {
                 pthread_mutex_unlock(&lock);
-                llm_cancel(cancel);
+                push_cancel(cancel, push);
                 pthread_mutex_lock(&lock);
             }
         }
@@ -305,6 +319,7 @@ static void llm_push_done(struct llm_result *res, void *arg)
     if (w && strcmp(w->last_id, p->based_on) == 0) {
         current = 1;
         w->llm_handle = 0;
+        w->llm_push = NULL;
     }
     pthread_mutex_unlock(&lock);
     struct store *s = store_thread();
@@ -347,15 +362,17 @@ static void llm_push_start(const char *conv, const char *based_on, struct contex
     int err = p->local ? engine_llm_request(ctx, p->local, kb, wants, WATCH_EVENT_K, gapp->cfg->llm_timeout_ms, &ar, &lr)
                        : T_ERR_NOMEM;
     uint64_t old = 0;
+    struct llm_push *old_push = NULL;
     pthread_mutex_lock(&lock); /* the callback may run before llm_submit returns: register first */
     struct watched *w = find(conv);
     if (w) {
         old = w->llm_handle;
+        old_push = w->llm_push;
         w->llm_handle = 0;
+        w->llm_push = NULL;
     }
     pthread_mutex_unlock(&lock);
-    if (old)
-        llm_cancel(old);
+    push_cancel(old, old_push);
     if (!err)
         err = llm_submit(&lr, llm_push_done, p, &handle, &reason);
     arena_cleanup(&ar);
@@ -367,8 +384,10 @@ static void llm_push_start(const char *conv, const char *based_on, struct contex
     }
     pthread_mutex_lock(&lock);
     w = find(conv);
-    if (w && strcmp(w->last_id, based_on) == 0)
-        w->llm_handle = handle;
+    if (w && strcmp(w->last_id, based_on) == 0) {
+        w->llm_handle = handle; /* if the call already ended, cancelling this stale handle returns 0 */
+        w->llm_push = p;
+    }
     pthread_mutex_unlock(&lock);
 }
 
@@ -549,7 +568,11 @@ static int read_round(struct store *s, unsigned long *gen)
     if (!n) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 1;
+        until.tv_nsec += (long)WATCH_BLOCK_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
         pthread_cond_timedwait(&cond, &lock, &until);
         pthread_mutex_unlock(&lock);
         return T_OK;
@@ -651,6 +674,7 @@ static void *loop(void *arg)
         int err = read_round(s, &gen);
         heartbeat(&last_ping);
         sse_reap_disconnected();
+        api_suggest_reap_parked();
         store_sentinel_check();
         if (err == T_ERR_UNAVAILABLE) {
             set_redis_ok(0);

@@ -29,6 +29,9 @@ int api_suggest_compute(struct app *app, struct store *s, const struct context *
 struct llm_result;
 int api_suggest_llm_answer(struct store *s, const struct context *ctx, const struct json_t *local,
                            const struct llm_result *res, struct json_t **out);
+/* Ends the model calls of parked suggestion requests whose client hung up (called each tick of
+ * the live loop). */
+void api_suggest_reap_parked(void);
 /* /metrics part for KB, reply memory and suggestions (metrics_register it at start-up). */
 int api_suggest_metrics_render(struct buf *out);
 /* Summary and alerts (api_summary.c). */

@@ -6,7 +6,7 @@
 
 struct json_t;
 
-#define WATCH_BLOCK_MS 1000   /* XREAD BLOCK; also the heartbeat/housekeeping tick */
+#define WATCH_BLOCK_MS 250    /* XREAD BLOCK; also the housekeeping tick (hung-up clients) */
 #define WATCH_MAX_K 10        /* suggestions computed (and cached) per state; requests slice */
 #define WATCH_EVENT_K 3       /* suggestions per pushed event */
 

@@ -289,9 +289,34 @@ def main():
          fmt(mem["rss_mb_10k_kb"], "{:.1f}")))
     p("  index memory: cdp KB %s MB, 10,000-entry KB %s MB" % (fmt(mem["index_mb_cdp_kb"], "{:.1f}"),
                                                               fmt(mem["index_mb_10k_kb"], "{:.1f}")))
-    if report["llm"]:
-        p()
-        p("LLM overhead: %s" % json.dumps(report["llm"]))
+    # SLOT: LLM overhead (issue 4 item 7): results/llm.json from tests/bench/llm_overhead.py
+    p()
+    p("tandem overhead on engine=llm (fake OpenAI server on loopback; a new message before every request)")
+    llm = report["llm"]
+    if llm and llm.get("modes"):
+        p("  %-20s %17s %17s %19s %17s %9s %6s" % ("fake mode", "tandem p50/p99", "fake p50/p99",
+                                                 "overhead p50/p99", "paired p50/p99", "llm/all", "slow"))
+        for mode, e in llm["modes"].items():
+            t, f, d = e.get("tandem", {}), e.get("fake", {}), e.get("paired_overhead", {})
+
+            def pair(a, b):
+                return "%s / %s" % (fmt(a), fmt(b))
+            p("  %-20s %17s %17s %19s %17s %9s %6s" % (
+                mode, pair(t.get("p50_ms"), t.get("p99_ms")), pair(f.get("p50_ms"), f.get("p99_ms")),
+                pair(e.get("overhead_p50_ms"), e.get("overhead_p99_ms")), pair(d.get("p50_ms"), d.get("p99_ms")),
+                "%d/%d" % (e.get("llm_answers", 0), t.get("n", 0)), e.get("slow_rounds", "–")))
+            extra = []
+            if e.get("fallbacks"):
+                extra.append("fallbacks %s" % json.dumps(e["fallbacks"], sort_keys=True))
+            if e.get("slow_rounds"):
+                extra.append("%d rounds took > 250 ms more than the fake (tandem max %s ms)"
+                             % (e["slow_rounds"], fmt(t.get("max_ms"))))
+            if extra:
+                p("  %-20s %s" % ("", "; ".join(extra)))
+        p("  ms; overhead = tandem pXX - fake pXX; paired = pXX of (tandem - fake) per request;"
+          " slow = requests > 250 ms over the fake")
+    else:
+        p("  – %s" % skipped.get("llm", "not measured"))
     if skipped:
         p()
         p("Not measured:")

@@ -291,15 +291,39 @@ fi
 put_json memory rss_kb_cdp_after_load "$(rss_kb "$TPID")"
 stop_tandemd
 
-# ---- SLOT: LLM overhead (issue 4 item 7) — not measured yet ----
-# To fill in: start tests/fake_llm/fake_openai.py --port 0 (it prints "PORT <n>"), start tandemd with
-# TANDEM_LLM_URL=http://127.0.0.1:<n>/v1 TANDEM_LLM_MODEL=fake/normal, then measure (1) the fake
-# server's own latency for a chat completion posted directly and (2) GET …/suggestions?engine=llm
-# on a cache miss (sse_latency miss with the engine in the path), and write
-#   results/llm.json = {"fake_p50_ms", "fake_p99_ms", "tandem_p50_ms", "tandem_p99_ms",
-#                       "overhead_p50_ms", "overhead_p99_ms"}
-# report.py already copies results/llm.json into bench.json "llm" and prints it.
-put_json skipped llm '"LLM overhead: slot reserved, not measured yet (issue 4 item 7)"'
+# ---- SLOT: LLM overhead (issue 4 item 7) ----
+# tandemd (cdp KB) asks tests/fake_llm/fake_openai.py on loopback. tests/bench/llm_overhead.py adds a
+# customer message before every GET …/suggestions?engine=llm (the LLM cache misses), then replays
+# the exact body tandem sent straight to the fake: tandem's latency minus the fake's own, for the
+# fake's "normal" mode and with a fixed 50 ms before its first byte. Writes results/llm.json.
+LLM_REQUESTS=${BENCH_LLM_REQUESTS:-200}
+say "tandemd with the fake LLM server: engine=llm overhead ($LLM_REQUESTS requests per mode)"
+python3 tests/fake_llm/fake_openai.py --port 0 >"$TMP/fake_llm.out" 2>"$OUT/fake_llm.err" &
+FPID=$!
+PIDS+=("$FPID")
+for _ in $(seq 100); do grep -q '^PORT ' "$TMP/fake_llm.out" 2>/dev/null && break; sleep 0.05; done
+FPORT=$(awk '/^PORT / {print $2; exit}' "$TMP/fake_llm.out")
+if [ -z "$FPORT" ]; then
+    skip llm "the fake LLM server did not start (see $OUT/fake_llm.err)"
+else
+    # start_tandemd passes the exported environment on; the breaker must not open mid-run
+    export TANDEM_LLM_URL="http://127.0.0.1:$FPORT/v1" TANDEM_LLM_MODEL=fake-model \
+        TANDEM_LLM_TIMEOUT_MS=4000 TANDEM_LLM_BREAKER_FAILURES=1000
+    start_tandemd llm "$DATA_DIR/cdp/kb.jsonl"
+    unset TANDEM_LLM_URL TANDEM_LLM_MODEL TANDEM_LLM_TIMEOUT_MS TANDEM_LLM_BREAKER_FAILURES
+    rc=0
+    python3 tests/bench/llm_overhead.py --tandem-port "$TPORT" --token "$TOKEN" --redis-port "$RPORT" \
+        --fake-port "$FPORT" --texts "$TMP/texts.txt" --requests "$LLM_REQUESTS" \
+        --modes "normal,slow_first_byte:50" --conv-prefix bench-cold-1 >"$RES/llm.json" 2>"$OUT/llm.err" || rc=$?
+    if [ "$rc" != 0 ] || ! grep -q '"modes"' "$RES/llm.json"; then
+        rm -f "$RES/llm.json"
+        skip llm "$(tail -n1 "$OUT/llm.err" | tr '"' "'" | tr -d "\\\\") (exit $rc)"
+    fi
+    stop_tandemd
+fi
+kill "$FPID" 2>/dev/null || true
+wait "$FPID" 2>/dev/null || true
+forget_pid "$FPID"
 
 # ---- 3. a 10,000-entry KB: memory, and 1,000 subscribers on one process ----
 say "tandemd with a 10,000-entry KB"
