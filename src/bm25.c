@@ -361,3 +361,29 @@ float bm25_score(const struct bm25 *ix, const struct bm25_qterm *q, size_t nq, f
     }
     return best;
 }
+
+float bm25_score_within(const struct bm25 *ix, const struct bm25_qterm *q, size_t nq, const unsigned char *in_scope,
+                        uint32_t nscope, float *scores)
+{
+    if (!ix)
+        return 0;
+    float best = 0;
+    for (size_t i = 0; i < nq; i++) {
+        long t = dict_find(&ix->d, q[i].term, q[i].len, NULL);
+        if (t < 0)
+            continue;
+        uint32_t df = 0;
+        for (uint32_t p = ix->off[t]; p < ix->off[t + 1]; p++)
+            df += in_scope[ix->pdoc[p]] != 0;
+        if (!df)
+            continue;
+        double idf = log(1.0 + ((double)nscope - df + 0.5) / (df + 0.5));
+        /* pw holds the index-wide idf times the saturated tf: swap the idf (which is > 0) */
+        float w = q[i].weight, ratio = (float)(idf / ix->idf[t]);
+        best += w * (float)idf * (BM25_K1 + 1.0f);
+        for (uint32_t p = ix->off[t]; p < ix->off[t + 1]; p++)
+            if (in_scope[ix->pdoc[p]])
+                scores[ix->pdoc[p]] += w * ix->pw[p] * ratio;
+    }
+    return best;
+}

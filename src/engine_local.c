@@ -1,4 +1,4 @@
-/* The local engine: one ranking over KB text match, reply-memory matches and brand citation priors, then templates. */
+/* The local engine: KB text match and what agents did (memory vote, brand citations), weighed by how well memory knows the situation; templates. */
 #include "tandem/engine.h"
 
 #include <math.h>
@@ -16,45 +16,61 @@
 #include "tandem/text.h"
 
 /* ---- tuning ---------------------------------------------------------------------------------
- * Measured with `make eval` (tests/eval) on two sources: Twitter customer care with its own
- * reply history (cdp) and role-played store chats against agent guidelines (abcd). */
+ * Chosen on tests/eval/loo.c (leave-one-out over cdp's 416 transcripts: each one is asked with
+ * the memory of all the others; `make eval` prints it) and checked on the dev cases of cdp and
+ * abcd. The harness includes this file with ENGINE_TUNING_CONST empty to try other values; in
+ * the server they are constants. */
+#ifndef ENGINE_TUNING_CONST
+#define ENGINE_TUNING_CONST const
+#endif
+static ENGINE_TUNING_CONST struct tuning {
+    /* The query: the newest customer turn counts fully, older ones decay but never below a
+     * floor (the first turn usually states the problem; later ones answer the agent's
+     * questions). Agent and bot turns name the topic too ("I can help you with your refund")
+     * but are not the customer's need: a small weight. */
+    float q_decay, q_floor, q_agent;
+    /* A bare number ("185111", "2") rarely names the topic; an @handle names an account. */
+    float q_w_number, q_w_handle;
+    /* Text match: scores are divided by max(best match, t_floor x the query's attainable
+     * score), so a query that matches nothing well does not make its best weak match look
+     * perfect. With a brand that has a section of its own in the KB, an entry without a brand
+     * matches only this much as well (a brand with one special entry must not have that entry
+     * outrank every generic answer). */
+    float t_floor, unbranded;
+    /* Memory: the mem_top most similar past situations of the brand vote for the entries their
+     * replies cited, each by its share of their similarity; the brand's citation counts are
+     * the prior. Both together say what agents did (w_vote : w_popular). */
+    float mem_top, w_vote, w_popular;
+    /* How far to trust what agents did over what the text says: memory only knows the entries
+     * agents cited before, and a new conversation often needs one they never did. The trust is
+     * a logistic function of the strongest vote (a clear majority of similar past situations)
+     * and of the share of the brand's candidate entries memory has seen cited:
+     *   trust = 1 / (1 + exp(-(gate_bias + gate_vote * best_vote + gate_cover * ln(coverage)))).
+     * score = trust * w_seen * (agents' evidence) + (1 - trust) * (text match); without memory
+     * it is the text match alone. */
+    float gate_bias, gate_vote, gate_cover, w_seen;
+} tuning = {
+    .q_decay = 0.8f, .q_floor = 0.5f, .q_agent = 0.3f,
+    .q_w_number = 0.3f, .q_w_handle = 1.0f,
+    .t_floor = 0.3f, .unbranded = 0.3f,
+    .mem_top = 30, .w_vote = 3.0f, .w_popular = 1.0f,
+    .gate_bias = 0.5f, .gate_vote = 2.5f, .gate_cover = 1.0f, .w_seen = 2.0f,
+};
 
-/* The query: the newest customer turn counts fully, older ones decay but never below a floor
- * (the first turn usually states the problem; later ones answer the agent's questions). */
-#define Q_DECAY 0.8f
-#define Q_FLOOR 0.5f
-/* Agent and bot turns name the topic too ("I can help you with your refund") but are not the
- * customer's need: a small weight. */
-#define Q_AGENT 0.3f
 /* Bounded work: only this many recent turns are read, whatever the conversation's length. */
 #define Q_MAX_CUSTOMER_TURNS 16
 #define Q_MAX_AGENT_TURNS 8
-/* A bare number ("185111", "2") rarely names the topic; an @handle names an account. */
-#define Q_W_NUMBER 0.3f
-#define Q_W_HANDLE 1.0f
 /* Bytes read per message: a pasted log or document must not make one request slow. */
 #define Q_MAX_MESSAGE_BYTES 8192
 /* Distinct query terms kept (the rest of a pasted log is ignored). */
 #define Q_MAX_TERMS 1024
 #define Q_POOL_BYTES (64u << 10)
-
-/* Evidence weights: text match (0..1, relative to the best match but never to a weak one),
- * memory (share of the similarity of the most similar past situations), popularity (share of
- * the brand's citations). Memory counts double: what agents did in situations like this one
- * is the strongest single signal where history exists. */
-#define W_TEXT 1.0f
-#define W_MEMORY 2.0f
-#define W_POPULAR 1.0f
-/* Text scores are divided by max(best match, T_FLOOR x the query's attainable score), so a
- * query that matches nothing well does not make its best weak match look perfect. */
-#define T_FLOOR 0.3f
-/* Past situations considered per request. */
-#define MEM_TOP 30
-/* With a brand set, an entry of that brand beats an equally good generic one, when the brand
- * has a section of its own in the KB (a brand with one special entry must not have that entry
- * outrank every generic answer). */
-#define UNBRANDED_FACTOR 0.6f
+/* Past situations that can vote (tuning.mem_top is capped by it). */
+#define MEM_TOP_MAX 64
+/* A brand "has a section of its own" with at least this many entries. */
 #define BRAND_SECTION_MIN 10
+/* coverage is floored here before its log: a brand with a big KB and one citation. */
+#define COVER_FLOOR 1e-3
 
 /* ---- suggestion ids -------------------------------------------------------------------------- */
 
@@ -197,9 +213,9 @@ static void query_token(void *ud, const char *term, size_t len, unsigned flags)
     struct query *q = ud;
     float w = q->turn_w;
     if (flags & TEXT_TOK_NUMBER)
-        w *= Q_W_NUMBER;
+        w *= tuning.q_w_number;
     else if (flags & TEXT_TOK_HANDLE)
-        w *= Q_W_HANDLE;
+        w *= tuning.q_w_handle;
     uint64_t h = text_hash(TEXT_HASH_SEED, term, len);
     size_t mask = Q_MAX_TERMS * 2 - 1, i = (size_t)h & mask;
     while (q->slots[i].used) {
@@ -232,19 +248,19 @@ static size_t query_build(struct query *q, const struct context *ctx, const char
         if (m->role == ROLE_CUSTOMER) {
             if (cust >= Q_MAX_CUSTOMER_TURNS)
                 continue;
-            w = powf(Q_DECAY, (float)cust++);
+            w = powf(tuning.q_decay, (float)cust++);
         } else if (m->role == ROLE_AGENT || m->role == ROLE_BOT) {
             if (agent >= Q_MAX_AGENT_TURNS)
                 continue;
-            w = Q_AGENT * powf(Q_DECAY, (float)agent++);
-            if (w < Q_AGENT * Q_FLOOR)
-                w = Q_AGENT * Q_FLOOR;
+            w = tuning.q_agent * powf(tuning.q_decay, (float)agent++);
+            if (w < tuning.q_agent * tuning.q_floor)
+                w = tuning.q_agent * tuning.q_floor;
             goto add;
         } else {
             continue;
         }
-        if (w < Q_FLOOR)
-            w = Q_FLOOR;
+        if (w < tuning.q_floor)
+            w = tuning.q_floor;
     add:
         q->turn++;
         q->turn_w = w;
@@ -337,9 +353,10 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
     int err = T_ERR_NOMEM;
     struct query q = {0};
     struct bm25_qterm *qt = NULL;
-    float *ks = NULL, *ms = NULL;
+    float *ts = NULL, *ev = NULL, *ms = NULL;
+    unsigned char *scope = NULL;
     long *best_mem = NULL;
-    struct mem_hit hits[MEM_TOP];
+    struct mem_hit hits[MEM_TOP_MAX];
     size_t nhits = 0;
     struct feedback_reject_query *rq = NULL;
     q.slots = calloc(Q_MAX_TERMS * 2, sizeof *q.slots);
@@ -361,41 +378,63 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
     if (cust_turns == 0)
         nq = 0; /* nothing asked yet: only the brand's habits can say anything */
 
-    /* KB text match, as comb[] */
-    ks = calloc(nkb ? nkb : 1, sizeof *ks);
+    /* two kinds of evidence per entry, each 0..1: the text match ts[] and what agents did ev[] */
+    ts = calloc(nkb ? nkb : 1, sizeof *ts);
+    ev = calloc(nkb ? nkb : 1, sizeof *ev);
     best_mem = malloc((nkb ? nkb : 1) * sizeof *best_mem);
-    if (!ks || !best_mem)
+    if (!ts || !ev || !best_mem)
         goto out;
     for (size_t i = 0; i < nkb; i++)
         best_mem[i] = -1;
-    float attainable = nq ? bm25_score(kb_index(kb), qt, nq, ks) : 0;
+    float attainable = nq ? bm25_score(kb_index(kb), qt, nq, ts) : 0;
     float top = 0;
     for (size_t i = 0; i < nkb; i++)
-        if (ks[i] > top && kb_entry_allowed(kb, i, brand_id))
-            top = ks[i];
-    float scale = top > T_FLOOR * attainable ? top : T_FLOOR * attainable;
-    double denom = W_TEXT;
-    for (size_t i = 0; i < nkb; i++)
-        if (ks[i] > 0) {
-            ks[i] = scale > 0 ? W_TEXT * ks[i] / scale : 0;
+        if (ts[i] > top && kb_entry_allowed(kb, i, brand_id))
+            top = ts[i];
+    float scale = top > tuning.t_floor * attainable ? top : tuning.t_floor * attainable;
+    int prefer_brand = brand && kb_brand_entries(kb, brand_id) >= BRAND_SECTION_MIN;
+    size_t pool = 0; /* entries this conversation may be offered */
+    for (size_t i = 0; i < nkb; i++) {
+        if (!kb_entry_allowed(kb, i, brand_id)) {
+            ts[i] = 0;
+            continue;
+        }
+        const struct kb_entry *e = kb_entry_at(kb, i);
+        pool += !prefer_brand || e->n_brands > 0;
+        if (ts[i] > 0) {
+            ts[i] = scale > 0 ? ts[i] / scale : 0;
+            if (prefer_brand && e->n_brands == 0)
+                ts[i] *= tuning.unbranded;
             if (dbg)
                 dbg->kb_matches++;
         }
+    }
 
-    /* memory: the most similar past situations of this brand */
+    /* memory: the most similar past situations of this brand, compared by the words that tell
+     * this brand's situations apart (idf among the brand's own past situations: its @handle and
+     * product names, in nearly all of them, say nothing there) */
+    size_t mem_top = (size_t)tuning.mem_top;
+    if (mem_top > MEM_TOP_MAX)
+        mem_top = MEM_TOP_MAX;
     float mem_sum = 0;
-    if (nmem && nq) {
+    if (nmem && nq && mem_top) {
         ms = calloc(nmem, sizeof *ms);
-        if (!ms)
+        scope = malloc(nmem);
+        if (!ms || !scope)
             goto out;
-        bm25_score(memory_index(mem), qt, nq, ms);
+        uint32_t nscope = 0;
         for (size_t i = 0; i < nmem; i++) {
-            if (ms[i] <= 0 || (brand && !memory_entry_brand_is(mem, i, brand)))
+            scope[i] = (unsigned char)(!brand || memory_entry_brand_is(mem, i, brand));
+            nscope += scope[i];
+        }
+        bm25_score_within(memory_index(mem), qt, nq, scope, nscope, ms);
+        for (size_t i = 0; i < nmem; i++) {
+            if (ms[i] <= 0 || !scope[i])
                 continue;
             struct mem_hit h = {ms[i], (uint32_t)i};
-            if (nhits == MEM_TOP && !(h.s > hits[MEM_TOP - 1].s))
+            if (nhits == mem_top && !(h.s > hits[mem_top - 1].s))
                 continue; /* ties keep the lower index: entries are sorted by id */
-            size_t j = nhits < MEM_TOP ? nhits++ : MEM_TOP - 1;
+            size_t j = nhits < mem_top ? nhits++ : mem_top - 1;
             while (j > 0 && h.s > hits[j - 1].s) {
                 hits[j] = hits[j - 1];
                 j--;
@@ -407,57 +446,72 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
         if (dbg)
             dbg->memory_matches = nhits;
     }
-    if (nhits)
-        denom += W_MEMORY;
+    /* the vote: each neighbour's share of the similarity goes to the entries its reply cited */
+    float best_vote = 0;
     for (size_t j = 0; j < nhits && mem_links; j++) {
         const struct memory_entry *e = memory_entry_at(mem, hits[j].i);
         for (size_t l = 0; l < e->n_links; l++) {
             long at = e->links[l];
             if (at < 0 || (size_t)at >= nkb || !kb_entry_allowed(kb, (size_t)at, brand_id))
                 continue;
-            ks[at] += W_MEMORY * hits[j].s / mem_sum;
+            ev[at] += hits[j].s / mem_sum;
+            if (ev[at] > best_vote)
+                best_vote = ev[at];
             if (best_mem[at] < 0)
                 best_mem[at] = (long)hits[j].i; /* hits are best first */
         }
     }
+    float w_agents = tuning.w_vote + tuning.w_popular;
+    for (size_t i = 0; i < nkb; i++)
+        ev[i] *= tuning.w_vote / w_agents;
 
-    /* popularity: how often this brand's agents cited each entry */
+    /* popularity: how often this brand's agents cited each entry, the vote's prior */
     const long *pk = NULL;
     const uint32_t *pc = NULL;
     uint32_t ptotal = 0;
     size_t npop = mem_links ? memory_popularity(mem, brand ? brand : "", &pk, &pc, &ptotal) : 0;
-    if (npop && ptotal) {
-        denom += W_POPULAR;
-        if (dbg)
-            dbg->used_popularity = 1;
-        for (size_t j = 0; j < npop; j++)
-            if (pk[j] >= 0 && (size_t)pk[j] < nkb && kb_entry_allowed(kb, (size_t)pk[j], brand_id))
-                ks[pk[j]] += W_POPULAR * (float)pc[j] / (float)ptotal;
+    size_t ncited = 0;
+    for (size_t j = 0; j < npop && ptotal; j++)
+        if (pk[j] >= 0 && (size_t)pk[j] < nkb && kb_entry_allowed(kb, (size_t)pk[j], brand_id)) {
+            ev[pk[j]] += tuning.w_popular / w_agents * (float)pc[j] / (float)ptotal;
+            ncited++;
+        }
+    if (dbg)
+        dbg->used_popularity = ncited > 0;
+
+    /* how far agents' evidence is trusted over the text (see tuning) */
+    double trust = 0;
+    if (ncited || nhits) {
+        double cover = pool ? (double)ncited / (double)pool : 0;
+        if (cover > 1)
+            cover = 1;
+        if (cover < COVER_FLOOR)
+            cover = COVER_FLOOR;
+        double z = tuning.gate_bias + tuning.gate_vote * best_vote + tuning.gate_cover * log(cover);
+        trust = 1 / (1 + exp(-z));
     }
+    double w_ev = trust * tuning.w_seen, w_ts = 1 - trust;
 
     /* one ranking over KB entries and unlinked past replies; what agents rejected in situations
      * like this one ranks lower (feedback.h; NULL, no cost, when the brand has no rejections) */
     rq = feedback_reject_query_new(brand, qt, nq);
-    int prefer_brand = brand && kb_brand_entries(kb, brand_id) >= BRAND_SECTION_MIN;
     struct cand topk[ENGINE_MAX_K];
     size_t ntop = 0;
     for (size_t i = 0; i < nkb; i++) {
-        if (ks[i] <= 0 || !kb_entry_allowed(kb, i, brand_id))
-            continue;
+        double sc = w_ev * ev[i] + w_ts * ts[i];
+        if (sc <= 0)
+            continue; /* not allowed entries have neither */
         const struct kb_entry *e = kb_entry_at(kb, i);
-        double s = ks[i];
-        if (prefer_brand && e->n_brands == 0)
-            s *= UNBRANDED_FACTOR;
         if (rq)
-            s *= feedback_reject_factor(rq, e->id);
-        struct cand c = {s, e->id, (long)i, best_mem[i]};
+            sc *= feedback_reject_factor(rq, e->id);
+        struct cand c = {sc, e->id, (long)i, best_mem[i]};
         top_insert(topk, &ntop, k, &c);
     }
     for (size_t j = 0; j < nhits; j++) {
         const struct memory_entry *e = memory_entry_at(mem, hits[j].i);
         if (mem_links && e->n_links)
             continue; /* counted for its entries above */
-        struct cand c = {W_MEMORY * hits[j].s / mem_sum, e->id, -1, (long)hits[j].i};
+        struct cand c = {w_ev * tuning.w_vote / w_agents * hits[j].s / mem_sum, e->id, -1, (long)hits[j].i};
         if (rq)
             c.score *= feedback_reject_factor(rq, e->id);
         top_insert(topk, &ntop, k, &c);
@@ -485,8 +539,7 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
             err = ferr;
             goto out;
         }
-        double score = c->score / denom;
-        sg->score = score > 1 ? 1 : score;
+        sg->score = c->score > 1 ? 1 : c->score;
         engine_suggestion_id(ctx->conv_id, based_on, sg->source, sg->kb_id, sg->memory_id, sg->id);
         /* kb_id/title/memory_id point into kb/mem: copy, so the answer outlives the references */
         const char *kid = sg->kb_id, *title = sg->title, *mid = sg->memory_id;
@@ -503,8 +556,10 @@ out:
     free(q.slots);
     free(q.pool);
     free(qt);
-    free(ks);
+    free(ts);
+    free(ev);
     free(ms);
+    free(scope);
     free(best_mem);
     return err;
 }

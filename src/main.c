@@ -17,6 +17,7 @@
 #include "tandem/summary.h"
 #include "tandem/token.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,6 +40,9 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Few malloc arenas: with a thread pool, per-thread arenas multiply the memory a burst of
+     * event streams leaves behind (measured: 1,000 streams) without making anything faster. */
+    mallopt(M_ARENA_MAX, 4);
     static struct config cfg;
     static struct app app;
     char action = 0;

@@ -18,6 +18,7 @@
 #include "tandem/store.h"
 
 #include <hiredis/hiredis.h>
+#include <malloc.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -511,6 +512,17 @@ static int conv_of_key(const char *key, char *conv)
     return context_valid_id(conv) ? 0 : -1;
 }
 
+/* Hands freed memory back to the system now and then: a burst of streams or events leaves
+ * free heap behind that malloc would otherwise keep. */
+static void trim_memory(uint64_t *last)
+{
+    uint64_t now = clock_mono_ns();
+    if (now - *last < 5000000000u)
+        return;
+    *last = now;
+    malloc_trim(0);
+}
+
 static void heartbeat(uint64_t *last_ping)
 {
     uint64_t now = clock_mono_ns();
@@ -664,7 +676,7 @@ static void *loop(void *arg)
     }
     store_set_timeout(s, (unsigned)(WATCH_BLOCK_MS + gapp->cfg->redis_timeout_ms));
     unsigned long gen = (unsigned long)-1;
-    uint64_t last_ping = clock_mono_ns();
+    uint64_t last_ping = clock_mono_ns(), last_trim = last_ping;
     for (;;) {
         pthread_mutex_lock(&lock);
         int go = running;
@@ -675,6 +687,7 @@ static void *loop(void *arg)
         heartbeat(&last_ping);
         sse_reap_disconnected();
         api_suggest_reap_parked();
+        trim_memory(&last_trim);
         store_sentinel_check();
         if (err == T_ERR_UNAVAILABLE) {
             set_redis_ok(0);

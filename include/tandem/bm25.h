@@ -50,4 +50,12 @@ uint32_t bm25_df(const struct bm25 *ix, const char *term, size_t len);
  * could reach for this query (every known term at saturation), the scale for calibrating
  * scores to 0..1; 0 when no term is known. Terms repeated in q count repeatedly. */
 float bm25_score(const struct bm25 *ix, const struct bm25_qterm *q, size_t nq, float *scores);
+/* Like bm25_score over the subset of documents with in_scope[doc] != 0 (nscope of them): only
+ * those are scored, and each term's idf is counted among them, so a word every document of the
+ * subset shares (a brand's name among that brand's documents) weighs nothing, while a word the
+ * rest of the index is full of can still tell the subset's documents apart. Terms no document of
+ * the subset holds are skipped. in_scope has bm25_ndocs() bytes. Returns the attainable score
+ * as bm25_score does, with the subset's idf. */
+float bm25_score_within(const struct bm25 *ix, const struct bm25_qterm *q, size_t nq, const unsigned char *in_scope,
+                        uint32_t nscope, float *scores);
 #endif

@@ -10,9 +10,14 @@ took_ms. Two baselines are computed here, in the same run, from the same files:
   popularity  each brand's most-cited KB entries in the imported transcripts
   bm25        plain BM25 (k1 1.2, b 0.75, no stemming) over title+body+tags, query = all
               customer turns, brand-scoped like tandem
+With --loo BIN (run.sh builds tests/eval/loo.c), the engine is also measured in process on the
+leave-one-out yardstick: each of cdp's transcripts asked with the memory of all the others
+(416 cases instead of 62, split by whether memory had ever seen the gold article), the dev
+cases again, and the engine's latency on 50-message conversations; its table is printed after
+this one and its figures go to eval.json under "in_process".
 Python 3 standard library only. Writes build/eval.json; exit status 1 when a target is missed.
 
-  python3 tests/eval/eval.py [--data DIR] [--out build/eval.json] [--only cdp|abcd]
+  python3 tests/eval/eval.py [--data DIR] [--out build/eval.json] [--only cdp|abcd] [--loo BIN]
 Environment: TANDEM_EVAL_DATA (default ../shared/data beside the repository), TANDEMD.
 """
 import argparse
@@ -22,7 +27,9 @@ import math
 import os
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -287,11 +294,33 @@ def fmt(v, pct=False):
     return "%5.3f" % v
 
 
+def in_process(binary, data, log):
+    """Runs the leave-one-out harness, prints its table, returns its figures (None on failure:
+    the server-level figures above stand on their own)."""
+    log("leave-one-out over cdp's transcripts (in process)")
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        r = subprocess.run([binary, "--data", str(data), "--json", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=600)
+        if r.returncode != 0:
+            log("%s failed (%d): %s" % (binary, r.returncode, r.stderr.strip()))
+            return None
+        print("\nin process (tests/eval/loo.c): cdp-loo = each transcript asked with the memory of all the others;")
+        print("'gold seen' = memory holds a citation of the gold article by the brand's agents, 'unseen' = it does not")
+        print(r.stdout.rstrip())
+        with open(path) as f:
+            return json.load(f)
+    finally:
+        os.unlink(path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=os.environ.get("TANDEM_EVAL_DATA") or str(REPO.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(REPO / "build" / "eval.json"))
     ap.add_argument("--only", choices=sorted(TARGETS))
+    ap.add_argument("--loo", metavar="BIN", help="the in-process harness (tests/eval/loo.c) to run as well")
     args = ap.parse_args()
     data = Path(args.data)
     names = [args.only] if args.only else ["cdp", "abcd"]
@@ -332,9 +361,12 @@ def main():
         print("-" * 66)
         if not ok:
             failed.append(res["dataset"])
+    out = {"k": K, "results": results, "generated_unix": int(time.time())}
+    if args.loo and not args.only:
+        out["in_process"] = in_process(args.loo, data, log)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"k": K, "results": results, "generated_unix": int(time.time())}, f, indent=2)
+        json.dump(out, f, indent=2)
     print("wrote %s" % args.out)
     return 1 if failed else 0
 

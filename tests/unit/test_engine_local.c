@@ -455,6 +455,179 @@ static void test_templates(void **state)
     context_free(c);
 }
 
+
+/* ---- memory vote and trust ------------------------------------------------------------------
+ * A help centre with a section of its own for "Shop" (10 entries) and one generic entry, and the
+ * history of Shop's agents: three late parcels answered with the delays article, one refund,
+ * one size question, one request for a human answered with the generic contact page. */
+static const char shop_kb[] =
+    "{\"id\":\"delayed\",\"title\":\"Delayed orders\",\"body\":\"Busy weeks take longer.\",\"brand\":\"Shop\","
+    "\"url\":\"https://help.shop.com/delayed\"}\n"
+    "{\"id\":\"money-back\",\"title\":\"Getting your money back\",\"body\":\"Returns are free.\",\"brand\":\"Shop\","
+    "\"url\":\"https://help.shop.com/money-back\"}\n"
+    "{\"id\":\"size-guide\",\"title\":\"Size guide\",\"body\":\"Measure twice.\",\"brand\":\"Shop\","
+    "\"url\":\"https://help.shop.com/size-guide\"}\n"
+    "{\"id\":\"tracking\",\"title\":\"Tracking your parcel\",\"body\":\"The tracking page updates daily.\","
+    "\"brand\":\"Shop\",\"url\":\"https://help.shop.com/tracking\"}\n"
+    "{\"id\":\"gift-cards\",\"title\":\"Gift cards never expire\",\"body\":\"Use them any time.\","
+    "\"brand\":\"Shop\",\"url\":\"https://help.shop.com/gift-cards\"}\n"
+    "{\"id\":\"contact\",\"title\":\"Contact us\",\"body\":\"Write to us.\",\"url\":\"https://help.shop.com/contact\"}\n"
+    "{\"id\":\"shop-0\",\"title\":\"Topic zero\",\"body\":\"Other thing.\",\"brand\":\"Shop\"}\n"
+    "{\"id\":\"shop-1\",\"title\":\"Topic one\",\"body\":\"Other thing.\",\"brand\":\"Shop\"}\n"
+    "{\"id\":\"shop-2\",\"title\":\"Topic two\",\"body\":\"Other thing.\",\"brand\":\"Shop\"}\n"
+    "{\"id\":\"shop-3\",\"title\":\"Topic three\",\"body\":\"Other thing.\",\"brand\":\"Shop\"}\n"
+    "{\"id\":\"shop-4\",\"title\":\"Topic four\",\"body\":\"Other thing.\",\"brand\":\"Shop\"}\n";
+
+#define SHOP_T(id, cust, reply)                                                                                  \
+    "{\"id\":\"" id "\",\"brand\":\"Shop\",\"messages\":[{\"role\":\"customer\",\"text\":\"@ShopHelp " cust        \
+    "\"},{\"role\":\"agent\",\"text\":\"" reply "\"}]}\n"
+static const char shop_history[] =
+    SHOP_T("t1", "my parcel is late and the tracking shows nothing", "@user1 Sorry! See https://help.shop.com/delayed")
+    SHOP_T("t2", "parcel late, tracking page empty", "@user2 Busy week: https://help.shop.com/delayed")
+    SHOP_T("t3", "still no parcel, tracking not updated, it is late", "@user3 See https://help.shop.com/delayed.")
+    SHOP_T("t4", "the jacket arrived broken and I want my money back", "@user4 Of course: https://help.shop.com/money-back")
+    SHOP_T("t5", "which size do I need for the jacket", "@user5 Our guide: https://help.shop.com/size-guide")
+    SHOP_T("t6", "how do I reach a human being", "@user6 Right here: https://help.shop.com/contact")
+    "{\"id\":\"b1\",\"brand\":\"Bolt\",\"messages\":[{\"role\":\"customer\",\"text\":\"my parcel is late\"},"
+    "{\"role\":\"agent\",\"text\":\"Bolt reply\"}]}\n";
+
+static struct kb *kb_from(const char *lines)
+{
+    char path[64] = "/tmp/tandem-test-engine-kb-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, lines, strlen(lines)), (ssize_t)strlen(lines));
+    close(fd);
+    struct kb *k = NULL;
+    char err[256];
+    assert_int_equal(kb_load(path, &k, err, sizeof err), T_OK);
+    unlink(path);
+    return k;
+}
+
+static struct memory *memory_from(const char *ndjson, const struct kb *k)
+{
+    struct memory_records recs;
+    memory_records_init(&recs);
+    size_t n;
+    char err[128];
+    assert_int_equal(memory_parse_transcripts(ndjson, strlen(ndjson), &recs, &n, err, sizeof err), T_OK);
+    struct memory *m = memory_build(recs.v, recs.n, k);
+    memory_records_cleanup(&recs);
+    assert_non_null(m);
+    return m;
+}
+
+/* suggest() against another kb */
+static void suggest_kb(const char *customer, const struct kb *k, const struct memory *mem, struct run *r)
+{
+    const char *msgs[] = {customer, NULL};
+    const char *meta[] = {"brand=Shop", NULL};
+    struct context *c = mkctx(msgs, meta, NULL);
+    arena_init(&r->a);
+    assert_int_equal(engine_local_suggest(c, k, mem, 3, &r->a, r->s, &r->n, NULL), T_OK);
+    for (size_t i = 0; i < r->n; i++) {
+        assert_true(r->s[i].score >= 0.0 && r->s[i].score <= 1.0);
+        if (i)
+            assert_true(r->s[i].score <= r->s[i - 1].score);
+    }
+    context_free(c);
+}
+
+static const char *top_id(const struct run *r) { return r->n && r->s[0].kb_id ? r->s[0].kb_id : "(none)"; }
+
+/* The most similar past situations decide, through the articles their replies cited; the text
+ * shown is the reply of the most similar one (titles share no word with these questions). */
+static void test_memory_vote_follows_similarity(void **state)
+{
+    (void)state;
+    struct kb *k = kb_from(shop_kb);
+    struct memory *m = memory_from(shop_history, k);
+    static const struct {
+        const char *msg, *want, *text;
+    } cases[] = {
+        {"c:my jacket came broken, I want my money back", "money-back", "Of course:"},
+        {"c:what size should I take for this jacket?", "size-guide", "Our guide:"},
+        {"c:I need to reach a human being please", "contact", "Right here:"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct run r;
+        suggest_kb(cases[i].msg, k, m, &r);
+        if (strcmp(top_id(&r), cases[i].want) != 0)
+            fail_msg("%s: top is %s, want %s", cases[i].msg, top_id(&r), cases[i].want);
+        assert_string_equal(r.s[0].source, "memory");
+        assert_int_equal(strncmp(r.s[0].text, cases[i].text, strlen(cases[i].text)), 0);
+        arena_cleanup(&r.a);
+    }
+    memory_unref(m);
+    kb_free(k);
+}
+
+/* Memory only knows articles agents cited before. Where past situations agree, what agents did
+ * wins over a title that matches; where none resembles the question, a title that answers it
+ * wins over what agents usually cite. */
+static void test_trust_between_memory_and_text(void **state)
+{
+    (void)state;
+    struct kb *k = kb_from(shop_kb);
+    struct memory *m = memory_from(shop_history, k);
+    struct run r;
+    const char *late = "c:my parcel is late and the tracking shows nothing";
+    suggest_kb(late, k, NULL, &r); /* no history: the title that matches */
+    assert_string_equal(top_id(&r), "tracking");
+    arena_cleanup(&r.a);
+    suggest_kb(late, k, m, &r); /* three agents answered exactly this with the delays article */
+    assert_string_equal(top_id(&r), "delayed");
+    assert_string_equal(r.s[0].source, "memory");
+    int kept = 0;
+    for (size_t i = 0; i < r.n; i++)
+        kept |= r.s[i].kb_id && strcmp(r.s[i].kb_id, "tracking") == 0;
+    assert_true(kept); /* the text evidence still gets a place */
+    arena_cleanup(&r.a);
+
+    suggest_kb("c:do gift cards expire?", k, m, &r); /* never cited, nothing similar in memory */
+    assert_string_equal(top_id(&r), "gift-cards");
+    assert_string_equal(r.s[0].source, "kb");
+    assert_true(r.s[0].score > 0.5); /* a full title match stays a confident one */
+    for (size_t i = 1; i < r.n; i++)
+        assert_true(r.s[i].score < r.s[0].score);
+    arena_cleanup(&r.a);
+    memory_unref(m);
+    kb_free(k);
+}
+
+/* The brand's own @handle (in every one of its past situations) and another brand's history
+ * do not move the ranking; an entry without a brand that the brand's agents cite ranks on that
+ * evidence like one of the brand's own. */
+static void test_memory_brand_words_and_unbranded(void **state)
+{
+    (void)state;
+    struct kb *k = kb_from(shop_kb);
+    struct memory *m = memory_from(shop_history, k);
+    struct run a, b;
+    suggest_kb("c:my parcel is late", k, m, &a);
+    suggest_kb("c:@ShopHelp @ShopHelp my parcel is late", k, m, &b);
+    assert_int_equal(a.n, b.n);
+    for (size_t i = 0; i < a.n; i++) {
+        assert_string_equal(a.s[i].kb_id ? a.s[i].kb_id : "-", b.s[i].kb_id ? b.s[i].kb_id : "-");
+        assert_true(strcmp(b.s[i].text, "Bolt reply") != 0);
+    }
+    arena_cleanup(&a.a);
+    arena_cleanup(&b.a);
+    /* "Contact us" has no brand: as text it matches a third of a Shop entry's match ... */
+    suggest_kb("c:contact us", k, NULL, &a);
+    assert_string_equal(top_id(&a), "contact");
+    assert_true(a.s[0].score < 0.5);
+    arena_cleanup(&a.a);
+    /* ... as what Shop's agents answered, it is as strong as any of Shop's own */
+    suggest_kb("c:how can I reach a human being?", k, m, &b);
+    assert_string_equal(top_id(&b), "contact");
+    assert_true(b.s[0].score > 0.5);
+    arena_cleanup(&b.a);
+    memory_unref(m);
+    kb_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +636,9 @@ int main(void)
         cmocka_unit_test(test_deterministic_ties), cmocka_unit_test(test_recency),
         cmocka_unit_test(test_k_and_empty),       cmocka_unit_test(test_memory_evidence),
         cmocka_unit_test(test_ids_stable),         cmocka_unit_test(test_templates),
+        cmocka_unit_test(test_memory_vote_follows_similarity),
+        cmocka_unit_test(test_trust_between_memory_and_text),
+        cmocka_unit_test(test_memory_brand_words_and_unbranded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
