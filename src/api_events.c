@@ -26,9 +26,23 @@ int api_events(struct request *req)
     int err = sse_subscribe(req, id, &sub);
     if (err)
         return err;
-    /* the state now: from the live loop's cache when it is current, else computed here */
+    /* the state now: the live loop's prepared events when current (shared by every stream of
+     * this conversation), else computed here */
     struct watch_answers a = {0};
     char based_on[STREAM_ID_MAX] = "";
+    struct sse_event *evs[SNAPSHOT_MAX_EVENTS];
+    size_t n = watch_snapshot(id, evs, SNAPSHOT_MAX_EVENTS, based_on);
+    if (n) {
+        if (last && *last && context_stream_id_cmp(last, based_on) >= 0) {
+            for (size_t i = 0; i < n; i++)
+                sse_event_unref(evs[i]);
+            n = 0; /* this client already saw this state */
+        }
+        sse_start(sub, based_on, evs, n);
+        for (size_t i = 0; i < n; i++)
+            sse_event_unref(evs[i]);
+        return T_OK;
+    }
     if (!watch_cached(id, &a, based_on)) {
         struct store *s = store_thread();
         struct context *c = NULL;
@@ -45,8 +59,7 @@ int api_events(struct request *req)
             return err;
         }
     }
-    struct sse_event *evs[SNAPSHOT_MAX_EVENTS];
-    size_t n = 0;
+    n = 0;
     /* a client that already saw this state gets only what comes next */
     if (!last || !*last || context_stream_id_cmp(last, based_on) < 0)
         n = watch_build_events(&a, id, based_on, NULL, evs, SNAPSHOT_MAX_EVENTS);

@@ -107,6 +107,7 @@ struct arena_chunk {
 };
 
 #define ARENA_CHUNK_DEFAULT 8192  /* most contexts fit in a few chunks */
+#define ARENA_CHUNK_FIRST 512     /* most requests need a few ids and nothing else */
 #define ARENA_MAX_ALLOC (1u << 30) /* nothing we hold per request comes near; bigger is a bug or an attack */
 
 void arena_init(struct arena *a) { a->head = NULL; }
@@ -129,7 +130,10 @@ void *arena_alloc(struct arena *a, size_t size)
         return NULL;
     struct arena_chunk *c = a->head;
     if (!c || c->size - c->used < need) {
-        size_t sz = need > ARENA_CHUNK_DEFAULT ? need : ARENA_CHUNK_DEFAULT;
+        /* start small (a long-lived request keeps its arena: every open event stream), then
+         * double up to the default so big users (a context) need few chunks */
+        size_t grow = c ? (c->size >= ARENA_CHUNK_DEFAULT ? ARENA_CHUNK_DEFAULT : c->size * 2) : ARENA_CHUNK_FIRST;
+        size_t sz = need > grow ? need : grow;
         c = malloc(sizeof(*c) + sz);
         if (!c)
             return NULL;

@@ -107,6 +107,8 @@ static struct sse_event *event_ref(struct sse_event *ev)
     return ev;
 }
 
+struct sse_event *sse_event_ref(struct sse_event *ev) { return event_ref(ev); }
+
 void sse_event_unref(struct sse_event *ev)
 {
     if (ev && atomic_fetch_sub(&ev->refs, 1) == 1)

@@ -35,6 +35,9 @@ struct watched {
     int subscribed, focused;
     struct watch_answers cache;  /* state at cache_id */
     char cache_id[STREAM_ID_MAX];
+    struct sse_event *snap[16];  /* the cached state as events, built once, shared by new streams */
+    size_t n_snap;
+    char snap_id[STREAM_ID_MAX];
     uint64_t llm_handle;         /* the model call for the newest message, 0 when none */
     struct llm_push *llm_push;   /* its callback argument: freed by whoever wins llm_cancel() */
     struct watched *next;
@@ -59,6 +62,14 @@ void watch_answers_cleanup(struct watch_answers *a)
     json_decref(a->summary);
     json_decref(a->alerts);
     a->suggestions = a->summary = a->alerts = NULL;
+}
+
+static void snap_clear(struct watched *w)
+{
+    for (size_t i = 0; i < w->n_snap; i++)
+        sse_event_unref(w->snap[i]);
+    w->n_snap = 0;
+    w->snap_id[0] = '\0';
 }
 
 static struct watched *find(const char *conv)
@@ -93,6 +104,7 @@ static uint64_t maybe_remove(struct watched *w, struct llm_push **push)
             break;
         }
     watch_answers_cleanup(&w->cache);
+    snap_clear(w);
     free(w);
     n_watched--;
     return pending; /* the caller cancels it, outside the lock */
@@ -223,6 +235,27 @@ int watch_cached(const char *conv, struct watch_answers *out, char based_on[STRE
     }
     pthread_mutex_unlock(&lock);
     return hit;
+}
+
+size_t watch_snapshot(const char *conv, struct sse_event **evs, size_t max, char based_on[STREAM_ID_MAX])
+{
+    size_t n = 0;
+    pthread_mutex_lock(&lock);
+    struct watched *w = redis_ok ? find(conv) : NULL;
+    if (w && w->cache_id[0] && strcmp(w->cache_id, w->last_id) == 0 && w->cache.suggestions) {
+        if (strcmp(w->snap_id, w->cache_id) != 0) {
+            snap_clear(w);
+            w->n_snap = watch_build_events(&w->cache, conv, w->cache_id, NULL, w->snap, 16);
+            memcpy(w->snap_id, w->cache_id, STREAM_ID_MAX);
+        }
+        for (; n < w->n_snap && n < max; n++)
+            evs[n] = sse_event_ref(w->snap[n]);
+        memcpy(based_on, w->cache_id, STREAM_ID_MAX);
+        if (!n) /* nothing to say (no events could be built): let the caller compute */
+            based_on[0] = '\0';
+    }
+    pthread_mutex_unlock(&lock);
+    return n;
 }
 
 json_t *watch_slice_suggestions(const json_t *answer, size_t k)
@@ -760,6 +793,7 @@ void watch_stop(void)
         struct watched *w = list;
         list = w->next;
         watch_answers_cleanup(&w->cache);
+        snap_clear(w);
         free(w);
     }
     n_watched = 0;

@@ -27,6 +27,8 @@ struct sse_event *sse_event_new(const char *name, const char *id, const char *da
 /* A comment line (": ping"), no id. */
 struct sse_event *sse_comment_new(const char *text);
 void sse_event_unref(struct sse_event *ev);
+/* Another reference to ev (events are immutable and shared). */
+struct sse_event *sse_event_ref(struct sse_event *ev);
 
 /* Subscribing is two steps so no message can fall between the snapshot and the live feed:
  * sse_subscribe() registers req as a text/event-stream subscriber of conv_id (events published

@@ -5,6 +5,7 @@
 #include "tandem/context.h"
 
 struct json_t;
+struct sse_event;
 
 #define WATCH_BLOCK_MS 250    /* XREAD BLOCK; also the housekeeping tick (hung-up clients) */
 #define WATCH_MAX_K 10        /* suggestions computed (and cached) per state; requests slice */
@@ -43,6 +44,11 @@ void watch_invalidate(void);
 /* Cached answers for conv when they describe its newest message (the watcher is connected and
  * caught up). On 1, *out holds new references and based_on the message id. */
 int watch_cached(const char *conv, struct watch_answers *out, char based_on[STREAM_ID_MAX]);
+
+/* The cached state of conv as snapshot events for a new stream, built once per state and shared
+ * by every stream (new references in evs, at most max). 0 when conv has no current cached
+ * state; then the caller computes. based_on gets the state's message id. */
+size_t watch_snapshot(const char *conv, struct sse_event **evs, size_t max, char based_on[STREAM_ID_MAX]);
 
 /* Builds the events for one state: "suggestions" (first WATCH_EVENT_K), "summary", and an
  * "alert" for each alert type not in prev_alerts (may be NULL). Returns the count written to
