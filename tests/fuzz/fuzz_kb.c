@@ -15,6 +15,8 @@
 #include "tandem/error.h"
 #include "tandem/kb.h"
 
+#include "fuzz_common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define CHECK(cond)                                                                                \
@@ -25,26 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         }                                                                                          \
     } while (0)
 
-static bool valid_utf8(const char *str)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t n = strlen(str), i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        if (!len || i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++)
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-        i += len;
-    }
-    return true;
-}
+static bool str_utf8(const char *str) { return valid_utf8((const unsigned char *)str, strlen(str)); }
 
 static char path[64];
 
@@ -83,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const struct kb_entry *e = kb_entry_at(kb, i);
         CHECK(e->id && e->id[0] && e->body && e->title && e->lang);
         CHECK(kb_find_id(kb, e->id) == (long)i);
-        CHECK(valid_utf8(e->id) && valid_utf8(e->body) && valid_utf8(e->title));
+        CHECK(str_utf8(e->id) && str_utf8(e->body) && str_utf8(e->title));
         for (size_t t = 0; t < e->n_tags; t++)
             CHECK(e->tags[t] != NULL);
         CHECK(e->n_brands <= KB_MAX_BRANDS);
