@@ -55,7 +55,7 @@ int api_events(struct request *req)
         context_free(c);
         if (err) {
             watch_answers_cleanup(&a);
-            sse_abort(req, sub);
+            sse_abort(req);
             return err;
         }
     }

@@ -7,6 +7,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "tandem/clock.h"
 #include "tandem/api.h"
 #include "tandem/app.h"
 #include "tandem/context.h"
@@ -17,13 +18,6 @@
 #include "tandem/memory.h"
 #include "tandem/quality.h"
 #include "tandem/store.h"
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int reply_stored(struct request *req, const char *entry_id, int duplicate)
 {
@@ -103,7 +97,7 @@ int api_feedback(struct request *req)
     json_t *body = api_parse_body_object(req);
     if (!body)
         return T_OK;
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     struct feedback_input in;
     struct feedback_entry e;
     int have_entry = 0;
@@ -192,7 +186,7 @@ int api_quality(struct request *req)
         return T_ERR_NOMEM;
     struct kb *kb = app_kb_acquire(req->app);
     json_t *o = NULL;
-    int err = quality_json(s, kb, since_ms, wall_ms(), &o);
+    int err = quality_json(s, kb, since_ms, clock_wall_ms(), &o);
     app_kb_release(kb);
     if (err)
         return err;
@@ -234,7 +228,7 @@ int api_quality_report(struct request *req)
     struct kb *kb = app_kb_acquire(app);
     struct memory *mem = memory_store_acquire(app_memory(app), s, kb, 0);
     json_t *out = NULL;
-    int err = quality_report(s, kb, mem, &o, wall_ms(), &out);
+    int err = quality_report(s, kb, mem, &o, clock_wall_ms(), &out);
     memory_unref(mem);
     app_kb_release(kb);
     if (err)

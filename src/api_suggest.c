@@ -267,13 +267,12 @@ int api_suggest_llm_answer(struct store *s, const struct context *ctx, const jso
     return err;
 }
 
-int api_suggest_compute(struct app *app, struct store *s, const struct context *ctx, struct kb *kb,
+int api_suggest_compute(struct store *s, const struct context *ctx, struct kb *kb,
                         struct memory *mem, size_t k, const char *fallback, struct arena *a, json_t **out)
 {
     *out = NULL;
     struct suggestion sg[ENGINE_MAX_K];
     size_t n = 0;
-    (void)app;
     uint64_t t0 = clock_mono_ns();
     int err = engine_local_suggest(ctx, kb, mem, k, a, sg, &n, NULL);
     if (err)
@@ -375,7 +374,7 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
     if (err)
         goto out;
     json_t *o = NULL;
-    err = api_suggest_compute(app, s, ctx, kb, mem, k, fallback, &req->arena, &o);
+    err = api_suggest_compute(s, ctx, kb, mem, k, fallback, &req->arena, &o);
     if (err)
         goto out;
     ans->json = o;

@@ -1,5 +1,6 @@
 /* LLM engine glue: ground the model on the local answer, turn its answer into suggestions,
  * remember the newest answer per conversation. */
+#include "tandem/hash.h"
 #include "tandem/engine_llm.h"
 #include "tandem/error.h"
 #include "tandem/kb.h"
@@ -130,13 +131,7 @@ static struct {
 } cache[LLM_CACHE_SLOTS];
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static size_t slot_of(const char *conv)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (const char *p = conv; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    return (size_t)(h % LLM_CACHE_SLOTS);
-}
+static size_t slot_of(const char *conv) { return (size_t)(hash_str(conv) % LLM_CACHE_SLOTS); }
 
 void engine_llm_cache_put(const char *conv, const char *based_on, json_t *answer)
 {

@@ -27,7 +27,7 @@ int events_compute(struct app *app, const struct context *ctx, struct watch_answ
         struct memory *mem = memory_store_acquire(app_memory(app), s, kb, 0);
         struct arena a;
         arena_init(&a);
-        err = api_suggest_compute(app, s, ctx, kb, mem, WATCH_MAX_K, NULL, &a, &out->suggestions);
+        err = api_suggest_compute(s, ctx, kb, mem, WATCH_MAX_K, NULL, &a, &out->suggestions);
         arena_cleanup(&a);
         memory_unref(mem);
         app_kb_release(kb);

@@ -1,4 +1,5 @@
 /* Feedback records: validation, code-point edit distance, the idempotent atomic write, and the rejection table. */
+#include "tandem/clock.h"
 #include "tandem/feedback.h"
 
 #include <hiredis/hiredis.h>
@@ -988,13 +989,6 @@ size_t feedback_rejections_count(void)
     return n;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "<ms>-<seq>" -> the smallest id after it (XRANGE's exclusive start without Redis 6.2's '('). */
 static void id_after(const char *id, char *out, size_t outsz)
 {
@@ -1080,7 +1074,7 @@ static int read_head(struct store *s, const char *key, const char *ekey, char ne
 
 int feedback_rejections_sync(struct store *s, const char *newest_id, const char *epoch, int force)
 {
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     if (!newest_id && !force && now - atomic_load(&rj.last_check_ms) < FEEDBACK_REJECT_CHECK_MS)
         return T_OK;
     if (force)

@@ -6,6 +6,7 @@
  * every curl handle, enforces the deadlines itself (total budget, first byte, stall) and reports
  * through a callback. The only shared state is the job registry and the breaker, under one mutex.
  */
+#include "tandem/clock.h"
 #include "tandem/llm.h"
 #include "tandem/config.h"
 #include "tandem/error.h"
@@ -197,13 +198,6 @@ static struct {
 
 static int metrics_registered;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void llm_config_defaults(struct llm_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -303,7 +297,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     struct job *j = ud;
     size_t len = size * n;
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
     if (!j->first_byte_at)
         j->first_byte_at = now;
     j->last_byte_at = now;
@@ -467,7 +461,7 @@ static void detach(struct job *j)
 /* Ends a job: result to the callback (unless cancelled), breaker, metrics, log; frees it. */
 static void job_finish(struct job *j, enum outcome o, const char *detail, struct llm_answer *answer)
 {
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
     detach(j);
     pthread_mutex_lock(&g.mu);
     for (struct job **pp = &g.all; *pp; pp = &(*pp)->all_next)
@@ -569,7 +563,7 @@ static int maybe_retry(struct job *j, enum outcome o, int64_t now)
  * it was finished (and freed). */
 static int transfer_done(struct job *j, CURLcode rc)
 {
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
     enum outcome o;
     const char *detail = NULL;
     if (j->stream_done || (rc == CURLE_OK && j->status / 100 == 2)) {
@@ -683,7 +677,7 @@ static void *worker_main(void *unused)
 {
     (void)unused;
     struct job *list = NULL;
-    srandom((unsigned)(now_ms() ^ (int64_t)getpid()));
+    srandom((unsigned)(clock_mono_ms() ^ (int64_t)getpid()));
     for (;;) {
         pthread_mutex_lock(&g.mu);
         int stopping = g.stopping;
@@ -726,11 +720,11 @@ static void *worker_main(void *unused)
                 list = j;
             }
         }
-        int64_t now = now_ms();
+        int64_t now = clock_mono_ms();
         int64_t wake = check_jobs(&list, now);
         /* No curl_multi_perform() here: a transfer it finished would sit in the info queue until
          * the next wake-up. Handles check_jobs() added make curl_multi_timeout() return 0. */
-        long wait = (long)(wake - now_ms());
+        long wait = (long)(wake - clock_mono_ms());
         long ct = -1;
         curl_multi_timeout(g.multi, &ct);
         if (ct >= 0 && ct < wait)
@@ -915,7 +909,7 @@ void llm_stop(void)
 
 int llm_submit(const struct llm_request *req, llm_done_fn cb, void *cb_arg, uint64_t *handle, const char **reason)
 {
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
     if (handle)
         *handle = 0;
     enum outcome refuse = O_OK;

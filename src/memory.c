@@ -1,4 +1,5 @@
 /* Reply memory: transcript parsing, Redis records, immutable indexed snapshots and their sync (layout in memory.h). */
+#include "tandem/clock.h"
 #include "tandem/memory.h"
 
 #include <hiredis/hiredis.h>
@@ -615,13 +616,6 @@ struct memory_store {
     atomic_llong last_check_ms;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 struct memory_store *memory_store_new(void)
 {
     struct memory_store *ms = calloc(1, sizeof *ms);
@@ -758,7 +752,7 @@ struct memory *memory_store_acquire(struct memory_store *ms, struct store *s, co
 {
     if (!ms)
         return NULL;
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     struct memory *cur = snap_get(ms);
     int stale_kb = !cur || memory_kb_generation(cur) != kb_generation(kb);
     int due = s && (force || now - atomic_load(&ms->last_check_ms) >= MEMORY_CHECK_MS);

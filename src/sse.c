@@ -4,6 +4,7 @@
  * Locking: hub_lock guards the lists; each subscriber's lock guards its queue and flags. MHD is
  * never called with hub_lock held. A suspended connection cannot be closed by MHD, so whoever
  * flips `suspended` from 1 to 0 owns the one MHD_resume_connection() call for it. */
+#include "tandem/hash.h"
 #include "tandem/sse.h"
 #include "tandem/context.h"
 #include "tandem/error.h"
@@ -202,13 +203,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
     return 0;
 }
 
-static size_t bucket_of(const char *id)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (const char *p = id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    return (size_t)(h % HUB_BUCKETS);
-}
+static size_t bucket_of(const char *id) { return (size_t)(hash_str(id) % HUB_BUCKETS); }
 
 static struct conv_entry *entry_find(const char *id, struct conv_entry ***link)
 {
@@ -345,9 +340,8 @@ void sse_start(struct sse_sub *sub, const char *from_id, struct sse_event *const
         watch_hook(conv, from_id ? from_id : "", 1);
 }
 
-void sse_abort(struct request *req, struct sse_sub *sub)
+void sse_abort(struct request *req)
 {
-    (void)sub;
     if (req->response) {
         MHD_destroy_response(req->response); /* sub_closed() unlinks and frees */
         req->response = NULL;

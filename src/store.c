@@ -1,5 +1,6 @@
 /* Everything Redis: key schema, one connection per thread, timeouts, AUTH/SELECT after every
  * (re)connect, jittered reconnect backoff, Sentinel discovery, and the pipelined context fetch. */
+#include "tandem/hash.h"
 #include "tandem/clock.h"
 #include "tandem/store.h"
 #include "tandem/error.h"
@@ -439,13 +440,7 @@ struct cust_slot {
 static struct cust_slot cust_cache[CUST_CACHE_SLOTS];
 static pthread_mutex_t cust_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static size_t slot_of(const char *conv)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (const char *p = conv; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    return (size_t)(h % CUST_CACHE_SLOTS);
-}
+static size_t slot_of(const char *conv) { return (size_t)(hash_str(conv) % CUST_CACHE_SLOTS); }
 
 static int cust_cache_get(const char *conv, char *cust)
 {

@@ -21,7 +21,7 @@ struct kb;
 struct memory;
 struct store;
 struct context;
-int api_suggest_compute(struct app *app, struct store *s, const struct context *ctx, struct kb *kb,
+int api_suggest_compute(struct store *s, const struct context *ctx, struct kb *kb,
                         struct memory *mem, size_t k, const char *fallback, struct arena *a, struct json_t **out);
 /* An "ok" LLM result as the suggestions answer (engine "llm", new reference in *out), each
  * suggestion recorded for feedback and the answer remembered (engine_llm_cache_put). local is

@@ -11,6 +11,9 @@ static inline uint64_t clock_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Monotonic milliseconds, for deadlines and intervals. */
+static inline int64_t clock_mono_ms(void) { return (int64_t)(clock_mono_ns() / 1000000u); }
+
 /* Unix time in milliseconds. */
 static inline int64_t clock_wall_ms(void)
 {

@@ -42,7 +42,7 @@ int sse_subscribe(struct request *req, const char *conv_id, struct sse_sub **out
  * (the newest message id the initial state covers, "" for none), and tells the watcher. */
 void sse_start(struct sse_sub *sub, const char *from_id, struct sse_event *const *initial, size_t n);
 /* Undoes sse_subscribe() so the handler can answer with an error. */
-void sse_abort(struct request *req, struct sse_sub *sub);
+void sse_abort(struct request *req);
 
 /* Queues ev for every subscriber of conv_id (all subscribers when conv_id is NULL); a subscriber
  * whose initial state already covers the event's id is skipped. Thread-safe; never blocks on a
