@@ -3,6 +3,7 @@
 #include "tandem/api.h"
 #include "tandem/app.h"
 #include "tandem/error.h"
+#include "tandem/json_parse.h"
 #include "tandem/log.h"
 #include "tandem/metrics.h"
 #include "tandem/panel.h"
@@ -36,24 +37,13 @@ const struct route api_routes[] = {
 };
 
 
-/* 1 when text parses now (used only after a failed parse: tells memory trouble from bad input). */
-static int json_loadb_parses(const char *text, size_t len)
-{
-    json_error_t e;
-    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
-    json_decref(j);
-    return j != NULL;
-}
-
 json_t *api_parse_body_object(struct request *req)
 {
     json_error_t jerr;
+    json_t *root;
     /* REJECT_DUPLICATES: {"a":1,"a":2} is ambiguous input, refuse it rather than guess */
-    json_t *root = json_loadb(req->body.data ? req->body.data : "", req->body.len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root && (json_error_code(&jerr) == json_error_out_of_memory || !jerr.text[0] ||
-                  json_loadb_parses(req->body.data ? req->body.data : "", req->body.len))) {
-        /* Jansson may report a failed allocation inside the parser as a syntax error: a body
-         * that parses on a second try was fine, so this is a 500 the client retries, not a 400 */
+    int err = json_parse(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &root, &jerr);
+    if (err == T_ERR_NOMEM) {
         http_reply_error(req, T_ERR_NOMEM, NULL);
         return NULL;
     }

@@ -226,20 +226,25 @@ static json_t *answer_json(const struct context *ctx, const char *engine, const 
         json_decref(o);
         return NULL;
     }
-    json_object_set_new(o, "conversation_id", json_string(ctx->conv_id));
-    json_object_set_new(o, "based_on", ctx->newest_id[0] ? json_string(ctx->newest_id) : json_null());
-    json_object_set_new(o, "engine", json_string(engine));
+    /* every set checked: a key lost to a failed allocation would be a wrong answer, not an error */
+    int bad = json_object_set_new(o, "conversation_id", json_string(ctx->conv_id));
+    bad |= json_object_set_new(o, "based_on", ctx->newest_id[0] ? json_string(ctx->newest_id) : json_null());
+    bad |= json_object_set_new(o, "engine", json_string(engine));
     if (fallback)
-        json_object_set_new(o, "fallback_reason", json_string(fallback));
-    for (size_t i = 0; i < n; i++) {
+        bad |= json_object_set_new(o, "fallback_reason", json_string(fallback));
+    for (size_t i = 0; i < n && !bad; i++) {
         json_t *j = suggestion_json(&sg[i]);
-        if (!j || json_array_append_new(list, j)) {
-            json_decref(list);
-            json_decref(o);
-            return NULL;
-        }
+        bad |= !j || json_array_append_new(list, j);
     }
-    json_object_set_new(o, "suggestions", list);
+    if (bad) {
+        json_decref(list);
+        json_decref(o);
+        return NULL;
+    }
+    if (json_object_set_new(o, "suggestions", list)) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -405,10 +410,13 @@ out:
 
 static int reply_answer(struct request *req, struct answer *ans)
 {
-    json_object_set_new(ans->json, "took_ms", json_real(clock_ms_since(req->start_ns)));
-    int err = http_reply_json(req, 200, ans->json);
+    json_t *o = ans->json;
     ans->json = NULL;
-    return err;
+    if (json_object_set_new(o, "took_ms", json_real(clock_ms_since(req->start_ns)))) {
+        json_decref(o);
+        return T_ERR_NOMEM;
+    }
+    return http_reply_json(req, 200, o);
 }
 
 /* ---- engine=llm|auto: the local answer at once in hand, the model's within the budget ----
@@ -534,7 +542,10 @@ static int reply_local(struct request *req, json_t *local, const char *reason)
     json_t *o = json_copy(local);
     if (!o)
         return T_ERR_NOMEM;
-    json_object_set_new(o, "fallback_reason", json_string(reason));
+    if (json_object_set_new(o, "fallback_reason", json_string(reason))) {
+        json_decref(o);
+        return T_ERR_NOMEM;
+    }
     struct answer ans = {o, 0};
     return reply_answer(req, &ans);
 }
@@ -693,10 +704,11 @@ int api_focus_suggestion(struct request *req)
         return err;
     }
     json_t *o = json_deep_copy(one);
-    if (o) {
-        json_object_set(o, "conversation_id", json_object_get(ans.json, "conversation_id"));
-        json_object_set(o, "based_on", json_object_get(ans.json, "based_on"));
-        json_object_set(o, "engine", json_object_get(ans.json, "engine"));
+    if (o && (json_object_set(o, "conversation_id", json_object_get(ans.json, "conversation_id")) ||
+              json_object_set(o, "based_on", json_object_get(ans.json, "based_on")) ||
+              json_object_set(o, "engine", json_object_get(ans.json, "engine")))) {
+        json_decref(o);
+        o = NULL;
     }
     json_decref(ans.json);
     if (!o)

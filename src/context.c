@@ -189,11 +189,16 @@ const char *context_profile(const struct context *c, const char *key)
     return kv_find(c->profile, c->n_profile, key);
 }
 
+/* These builders return NULL when any part failed: a field lost to a failed allocation would be a
+ * wrong answer, where NULL becomes a 500 the client retries. */
 static json_t *kv_object(const struct ctx_kv *kv, size_t n)
 {
     json_t *o = json_object();
     for (size_t i = 0; o && i < n; i++)
-        json_object_set_new(o, kv[i].key, json_string(kv[i].value));
+        if (json_object_set_new(o, kv[i].key, json_string(kv[i].value))) {
+            json_decref(o);
+            o = NULL;
+        }
     return o;
 }
 
@@ -208,13 +213,26 @@ static json_t *tags_array(const char *tags)
             p++, n--;
         while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
             n--;
-        if (n)
-            json_array_append_new(a, json_stringn(p, n));
+        if (n && json_array_append_new(a, json_stringn(p, n))) {
+            json_decref(a);
+            return NULL;
+        }
         if (!e)
             break;
         p = e + 1;
     }
     return a;
+}
+
+/* Appends item (stolen) to arr; on failure drops arr and sets it to NULL. */
+static void append_or_drop(json_t **arr, json_t *item)
+{
+    if (*arr && json_array_append_new(*arr, item)) {
+        json_decref(*arr);
+        *arr = NULL;
+    } else if (!*arr) {
+        json_decref(item);
+    }
 }
 
 int context_render_json(const struct context *c, struct buf *out)
@@ -224,17 +242,20 @@ int context_render_json(const struct context *c, struct buf *out)
         const struct ctx_message *m = &c->messages[i];
         json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "id", m->id, "role", m->role_name, "text", m->text,
                               "ts", (json_int_t)m->ts_ms);
-        if (o && m->author)
-            json_object_set_new(o, "author", json_string(m->author));
-        json_array_append_new(msgs, o);
+        if (o && m->author && json_object_set_new(o, "author", json_string(m->author))) {
+            json_decref(o);
+            o = NULL;
+        }
+        append_or_drop(&msgs, o);
     }
     json_t *hist = json_array();
     for (size_t i = 0; hist && i < c->n_history; i++) {
         const struct ctx_history *h = &c->history[i];
-        json_array_append_new(hist, json_pack("{s:s, s:I, s:s, s:s, s:s, s:o}", "id", h->id, "ts",
-                                              (json_int_t)h->ts_ms, "conv_id", h->conv_id, "summary",
-                                              h->summary, "outcome", h->outcome, "tags", tags_array(h->tags)));
+        append_or_drop(&hist, json_pack("{s:s, s:I, s:s, s:s, s:s, s:o}", "id", h->id, "ts", (json_int_t)h->ts_ms,
+                                        "conv_id", h->conv_id, "summary", h->summary, "outcome", h->outcome,
+                                        "tags", tags_array(h->tags)));
     }
+    /* json_pack takes the "o" references even when it fails, and fails on a NULL one */
     json_t *cust = json_pack("{s:o, s:o, s:o}", "id", c->customer_id ? json_string(c->customer_id) : json_null(),
                              "profile", kv_object(c->profile, c->n_profile), "history", hist);
     json_t *root = json_pack("{s:s, s:o, s:o, s:o, s:o}", "conversation_id", c->conv_id, "based_on",

@@ -364,14 +364,14 @@ static int build_grounding(struct llm_prompt *p, const struct llm_request *req, 
         if (!g->text)
             return T_ERR_BAD_REQUEST;
         json_t *o = json_object();
-        if (!o)
-            return T_ERR_NOMEM;
-        json_array_append_new(g->is_memory ? mem : kb, o);
+        if (!o || json_array_append_new(g->is_memory ? mem : kb, o))
+            return T_ERR_NOMEM; /* the array took o even on failure: no use of o after this */
         if (g->kb_id) {
             json_t *id = json_string(g->kb_id);
             if (!id)
                 return T_ERR_BAD_REQUEST; /* ids are ours: not UTF-8 means a caller bug */
-            json_object_set_new(o, "kb_id", id);
+            if (json_object_set_new(o, "kb_id", id))
+                return T_ERR_NOMEM;
             int err = add_kb_id(p, g->kb_id);
             if (err)
                 return err;
@@ -388,7 +388,8 @@ static int build_grounding(struct llm_prompt *p, const struct llm_request *req, 
             json_t *v = redacted_json(p, map, fields[f][1], caps[f], &err, redact_err);
             if (!v)
                 return err;
-            json_object_set_new(o, fields[f][0], v);
+            if (json_object_set_new(o, fields[f][0], v))
+                return T_ERR_NOMEM;
             if (!g->is_memory) {
                 err = collect_kb_pairs(p, map, fields[f][1], json_string_value(v));
                 if (err)
@@ -431,9 +432,17 @@ static int build_conversation(struct llm_prompt *p, const struct llm_request *re
             json_decref(t);
             return T_ERR_NOMEM;
         }
-        json_object_set_new(o, "from", json_string(role_label(m->role)));
-        json_object_set_new(o, "text", t);
-        json_array_append_new(conv, o);
+        if (json_object_set_new(o, "from", json_string(role_label(m->role)))) {
+            json_decref(t);
+            json_decref(o);
+            return T_ERR_NOMEM;
+        }
+        if (json_object_set_new(o, "text", t)) { /* takes t even when it fails */
+            json_decref(o);
+            return T_ERR_NOMEM;
+        }
+        if (json_array_append_new(conv, o))
+            return T_ERR_NOMEM;
     }
     return T_OK;
 }

@@ -11,6 +11,7 @@
 #include "tandem/text.h"
 #include "tandem/watch.h"
 #include "tandem/config.h"
+#include "tandem/json_parse.h"
 #include "tandem/http.h"
 #include "tandem/log.h"
 #include "tandem/store.h"
@@ -43,6 +44,7 @@ int main(int argc, char **argv)
     /* Few malloc arenas: with a thread pool, per-thread arenas multiply the memory a burst of
      * event streams leaves behind (measured: 1,000 streams) without making anything faster. */
     mallopt(M_ARENA_MAX, 4);
+    json_parse_init();
     static struct config cfg;
     static struct app app;
     char action = 0;

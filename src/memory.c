@@ -15,6 +15,7 @@
 #include "tandem/app.h"
 #include "tandem/context.h"
 #include "tandem/error.h"
+#include "tandem/json_parse.h"
 #include "tandem/kb.h"
 #include "tandem/log.h"
 #include "tandem/store.h"
@@ -188,8 +189,8 @@ int memory_parse_transcripts(const char *body, size_t len, struct memory_records
         if (k == l)
             continue;
         json_error_t jerr;
-        json_t *o = json_loadb(line, l, JSON_REJECT_DUPLICATES, &jerr);
-        if (!o && (json_error_code(&jerr) == json_error_out_of_memory || !jerr.text[0])) {
+        json_t *o;
+        if (json_parse(line, l, JSON_REJECT_DUPLICATES, &o, &jerr) == T_ERR_NOMEM) {
             rc = T_ERR_NOMEM; /* not the client's fault: a 500 it may retry */
             break;
         }

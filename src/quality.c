@@ -720,9 +720,10 @@ static json_t *rows_json(const struct quality_table *t, const char *idname, cons
             return NULL;
         }
         long at = kb ? kb_find_id(kb, order[i]->name) : -1;
-        if (at >= 0) {
-            const struct kb_entry *ke = kb_entry_at(kb, (size_t)at);
-            json_object_set_new(o, "title", json_string(ke->title));
+        if (at >= 0 && json_object_set_new(o, "title", json_string(kb_entry_at(kb, (size_t)at)->title))) {
+            json_decref(arr);
+            free(order);
+            return NULL;
         }
     }
     free(order);
@@ -1059,11 +1060,14 @@ static int report_entry(void *ud, const struct fb_entry *e)
         json_t *ex = json_pack("{s:s}", "action", e->action);
         if (!ex)
             return T_ERR_NOMEM;
-        if (e->final_len)
-            json_object_set_new(ex, "text", example_text(e->final_text, e->final_len));
-        if (e->reason_len)
-            json_object_set_new(ex, "reason", example_text(e->reason, e->reason_len));
-        json_array_append_new(cd->examples, ex);
+        int bad = e->final_len && json_object_set_new(ex, "text", example_text(e->final_text, e->final_len));
+        bad |= e->reason_len && json_object_set_new(ex, "reason", example_text(e->reason, e->reason_len));
+        if (bad) {
+            json_decref(ex);
+            return T_ERR_NOMEM;
+        }
+        if (json_array_append_new(cd->examples, ex))
+            return T_ERR_NOMEM;
         break;
     }
     /* macro material: replies agents used that came from no KB entry, and what they wrote
@@ -1211,19 +1215,20 @@ int quality_report(struct store *s, const struct kb *kb, const struct memory *me
             json_decref(why);
             goto out;
         }
-        if (cd->reject_rate >= QUALITY_REJECT_RATE)
-            json_array_append_new(why, json_string("often_rejected"));
-        if (cd->edit_ratio >= QUALITY_EDIT_RATIO)
-            json_array_append_new(why, json_string("heavily_edited"));
+        int bad = cd->reject_rate >= QUALITY_REJECT_RATE && json_array_append_new(why, json_string("often_rejected"));
+        bad |= cd->edit_ratio >= QUALITY_EDIT_RATIO && json_array_append_new(why, json_string("heavily_edited"));
         long at = kb ? kb_find_id(kb, cd->kb_id) : -1;
-        json_object_set_new(item, "kb_id", json_string(cd->kb_id));
-        if (at >= 0)
-            json_object_set_new(item, "title", json_string(kb_entry_at(kb, (size_t)at)->title));
-        json_object_set_new(item, "in_knowledge_base", at >= 0 ? json_true() : json_false());
-        json_object_set_new(item, "why", why);
-        json_object_set_new(item, "examples", cd->examples);
+        bad |= json_object_set_new(item, "kb_id", json_string(cd->kb_id));
+        bad |= at >= 0 && json_object_set_new(item, "title", json_string(kb_entry_at(kb, (size_t)at)->title));
+        bad |= json_object_set_new(item, "in_knowledge_base", at >= 0 ? json_true() : json_false());
+        bad |= json_object_set_new(item, "why", why);
+        bad |= json_object_set_new(item, "examples", cd->examples ? cd->examples : json_array());
         cd->examples = NULL;
-        json_array_append_new(rw, item);
+        if (bad || json_array_append_new(rw, item)) {
+            if (bad)
+                json_decref(item);
+            goto out;
+        }
     }
     size_t shown = 0;
     for (size_t i = 0; i < ncl && shown < o->limit; i++) {
@@ -1232,12 +1237,14 @@ int quality_report(struct store *s, const struct kb *kb, const struct memory *me
         json_t *ex = json_array();
         for (size_t k = 0; ex && k < cl[i].n_examples; k++) {
             json_t *x = example_text(c.texts[cl[i].examples[k]].text, c.texts[cl[i].examples[k]].len);
-            if (x)
-                json_array_append_new(ex, x);
+            if (x && json_array_append_new(ex, x)) { /* an example that cannot be redacted is left out */
+                json_decref(ex);
+                ex = NULL;
+            }
         }
         json_t *item = json_pack("{s:I, s:I, s:I, s:o}", "count", (json_int_t)cl[i].count, "from_feedback",
                                  (json_int_t)cl[i].by_source[0], "from_transcripts", (json_int_t)cl[i].by_source[1],
-                                 "examples", ex ? ex : json_array());
+                                 "examples", ex);
         if (!item || json_array_append_new(mc, item))
             goto out;
         shown++;

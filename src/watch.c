@@ -266,9 +266,15 @@ json_t *watch_slice_suggestions(const json_t *answer, size_t k)
     json_t *arr = json_object_get(copy, "suggestions");
     if (json_is_array(arr) && json_array_size(arr) > k) {
         json_t *sliced = json_array();
-        for (size_t i = 0; i < k; i++)
-            json_array_append(sliced, json_array_get(arr, i));
-        json_object_set_new(copy, "suggestions", sliced);
+        int bad = !sliced;
+        for (size_t i = 0; i < k && !bad; i++)
+            bad = json_array_append(sliced, json_array_get(arr, i));
+        if (bad || json_object_set_new(copy, "suggestions", sliced)) {
+            if (bad)
+                json_decref(sliced);
+            json_decref(copy); /* a shorter list than asked for would be a wrong answer */
+            return NULL;
+        }
     }
     return copy;
 }

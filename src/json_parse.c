@@ -1,0 +1,38 @@
+/* Jansson reports some failed allocations inside its lexer as syntax errors ("invalid token"),
+ * so the error text cannot tell a client's bad JSON from our memory trouble. A thread-local flag
+ * set by Jansson's allocator can. */
+#include "tandem/json_parse.h"
+
+#include <stdlib.h>
+
+#include "tandem/error.h"
+
+static _Thread_local int alloc_failed;
+static void *(*underlying)(size_t) = malloc;
+
+static void *json_malloc_noted(size_t n)
+{
+    void *p = underlying(n);
+    if (!p)
+        alloc_failed = 1;
+    return p;
+}
+
+void json_parse_init_with(void *(*alloc)(size_t))
+{
+    underlying = alloc ? alloc : malloc;
+    json_set_alloc_funcs(json_malloc_noted, free);
+}
+
+void json_parse_init(void) { json_parse_init_with(malloc); }
+
+int json_parse(const char *text, size_t len, size_t flags, json_t **out, json_error_t *err)
+{
+    alloc_failed = 0;
+    *out = json_loadb(text ? text : "", text ? len : 0, flags, err);
+    if (*out)
+        return T_OK;
+    if (alloc_failed || json_error_code(err) == json_error_out_of_memory || !err->text[0])
+        return T_ERR_NOMEM;
+    return T_ERR_BAD_JSON;
+}

@@ -1,0 +1,87 @@
+/* Unit tests for json_parse: bad input is the client's fault (400), a failed allocation is ours
+ * (500) even when Jansson reports it as a syntax error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tandem/error.h"
+#include "tandem/json_parse.h"
+
+static long fail_from = -1; /* the allocation number that starts failing; -1: never */
+static long count;
+
+static void *failing_malloc(size_t n)
+{
+    if (fail_from >= 0 && count++ >= fail_from)
+        return NULL;
+    return malloc(n);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    json_parse_init_with(failing_malloc);
+    fail_from = -1;
+    count = 0;
+    return 0;
+}
+
+static void test_valid_and_invalid(void **state)
+{
+    (void)state;
+    json_t *o;
+    json_error_t e;
+    const char *ok = "{\"a\":[1,2,{\"b\":\"x\"}]}";
+    assert_int_equal(json_parse(ok, strlen(ok), 0, &o, &e), T_OK);
+    assert_true(json_is_object(o));
+    json_decref(o);
+    const char *bad[] = {"", "{", "{\"a\":1,}", "[1 2]", "nul", "{\"a\":1,\"a\":2}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(json_parse(bad[i], strlen(bad[i]), JSON_REJECT_DUPLICATES, &o, &e), T_ERR_BAD_JSON);
+        assert_null(o);
+        assert_true(e.text[0] != '\0');
+    }
+    /* NULL text is the empty body: bad input, not a crash */
+    assert_int_equal(json_parse(NULL, 5, 0, &o, &e), T_ERR_BAD_JSON);
+}
+
+/* Every allocation point of a parse failing in turn: each outcome is the object or NOMEM, never
+ * BAD_JSON, since the text is valid. */
+static void test_each_failed_allocation_is_nomem(void **state)
+{
+    (void)state;
+    const char *text = "{\"conversation_id\":\"c-1\",\"list\":[\"a long enough string to need a buffer\","
+                       "{\"k\":[1,2,3,4,5,6,7,8,9,10]}],\"x\":\"\\u00e9\\u4e2d\"}";
+    int saw_nomem = 0, saw_ok = 0;
+    for (long at = 0; at < 200; at++) {
+        fail_from = at;
+        count = 0;
+        json_t *o;
+        json_error_t e;
+        int err = json_parse(text, strlen(text), JSON_REJECT_DUPLICATES, &o, &e);
+        if (err == T_OK) {
+            saw_ok = 1;
+            json_decref(o);
+            break; /* at is past the parse's last allocation */
+        }
+        assert_int_equal(err, T_ERR_NOMEM);
+        saw_nomem = 1;
+    }
+    fail_from = -1;
+    assert_true(saw_nomem);
+    assert_true(saw_ok);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_valid_and_invalid, setup),
+        cmocka_unit_test_setup(test_each_failed_allocation_is_nomem, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
