@@ -61,6 +61,23 @@ json_t *api_parse_body_object(struct request *req)
     return root;
 }
 
+int api_reply_with_took_ms(struct request *req, const char *json, size_t len)
+{
+    if (len < 2 || json[len - 1] != '}')
+        return T_ERR_INTERNAL;
+    char tail[48];
+    int tl = snprintf(tail, sizeof tail, "%s\"took_ms\":%.3f}", len > 2 ? "," : "", clock_ms_since(req->start_ns));
+    struct buf out;
+    buf_init(&out, len + sizeof tail);
+    int err = buf_append(&out, json, len - 1);
+    if (!err)
+        err = buf_append(&out, tail, (size_t)tl);
+    if (!err)
+        err = http_reply_data(req, 200, "application/json", out.data, out.len);
+    buf_cleanup(&out);
+    return err;
+}
+
 int api_param_id(struct request *req, size_t i, const char **out)
 {
     const char *id = i < req->n_params ? req->params[i] : NULL;

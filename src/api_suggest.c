@@ -659,6 +659,15 @@ int api_suggestions(struct request *req)
     if (req->ext) /* resumed: the model answered (or gave up) */
         return llm_wait_finish(req);
     int want_llm = strcmp(engine, "local") != 0 && llm_enabled();
+    if (!want_llm && strcmp(engine, "llm") != 0 && k == WATCH_EVENT_K) {
+        /* the hot path: a watched conversation's default answer, serialized once per message */
+        size_t len;
+        char *body = watch_cached_json(id, WATCH_SUGGESTIONS, &req->arena, &len);
+        if (body) {
+            atomic_fetch_add(&stat_live_hits, 1);
+            return api_reply_with_took_ms(req, body, len);
+        }
+    }
     struct answer ans;
     int err = suggestions_for(req, id, k, want_llm ? "local" : engine, &ans);
     if (err || !want_llm)

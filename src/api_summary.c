@@ -30,16 +30,10 @@ int api_summary(struct request *req)
     if (!rules)
         log_warn("summary_without_rules", "req_id=%s", req->id);
     /* a watched conversation: the live loop's summary for its newest message */
-    struct watch_answers live;
-    char live_id[STREAM_ID_MAX];
-    if (watch_cached(id, &live, live_id) && live.summary) {
-        json_t *copy = json_copy(live.summary);
-        watch_answers_cleanup(&live);
-        if (copy && !json_object_set_new(copy, "took_ms", json_real(clock_ms_since(req->start_ns))))
-            return http_reply_json(req, 200, copy);
-        json_decref(copy);
-        return T_ERR_NOMEM;
-    }
+    size_t len;
+    char *body = watch_cached_json(id, WATCH_SUMMARY, &req->arena, &len);
+    if (body)
+        return api_reply_with_took_ms(req, body, len);
     struct store *s = store_thread();
     if (!s)
         return T_ERR_NOMEM;

@@ -30,17 +30,22 @@ struct sse_event {
     char data[];
 };
 
+#define SUB_QUEUE_START 8
+
 struct sub {
     atomic_uint refs;
     pthread_mutex_t lock;
     struct MHD_Connection *conn;
     struct conv_entry *entry;
     struct sub *prev, *next;
-    struct sse_event *q[SSE_MAX_QUEUED_EVENTS];
-    size_t head, count, offset, bytes;
+    /* ring of queued events: starts in small[] and doubles up to SSE_MAX_QUEUED_EVENTS, since
+     * nearly every stream is idle with nothing queued and 1,000 of them must stay small */
+    struct sse_event **q;
+    size_t cap, head, count, offset, bytes;
     int suspended, closing, dead;
     char after_id[STREAM_ID_MAX]; /* events with ids up to this are covered by the snapshot */
     struct request *req;
+    struct sse_event *small[SUB_QUEUE_START];
 };
 
 struct conv_entry {
@@ -123,9 +128,33 @@ static void sub_unref(struct sub *s)
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     for (size_t i = 0; i < s->count; i++)
-        sse_event_unref(s->q[(s->head + i) % SSE_MAX_QUEUED_EVENTS]);
+        sse_event_unref(s->q[(s->head + i) % s->cap]);
+    if (s->q != s->small)
+        free(s->q);
     pthread_mutex_destroy(&s->lock);
     free(s);
+}
+
+/* Caller holds s->lock. Doubles the ring when it is full; 0 when it is at its cap or out of
+ * memory (either way the subscriber is too far behind to keep). */
+static int sub_queue_room(struct sub *s)
+{
+    if (s->count < s->cap)
+        return 1;
+    if (s->cap >= SSE_MAX_QUEUED_EVENTS)
+        return 0;
+    size_t cap = s->cap * 2;
+    struct sse_event **q = malloc(cap * sizeof *q);
+    if (!q)
+        return 0;
+    for (size_t i = 0; i < s->count; i++)
+        q[i] = s->q[(s->head + i) % s->cap];
+    if (s->q != s->small)
+        free(s->q);
+    s->q = q;
+    s->cap = cap;
+    s->head = 0;
+    return 1;
 }
 
 /* Caller holds s->lock. Returns 1 when the caller must resume the connection (after unlocking). */
@@ -133,12 +162,12 @@ static int sub_push_locked(struct sub *s, struct sse_event *ev)
 {
     if (s->dead || s->closing)
         return 0;
-    if (s->count == SSE_MAX_QUEUED_EVENTS || s->bytes + ev->len > SSE_MAX_QUEUED_BYTES) {
+    if (s->bytes + ev->len > SSE_MAX_QUEUED_BYTES || !sub_queue_room(s)) {
         /* too far behind: drop the backlog, tell the client why, end the stream */
         /* ...but finish the event the client already has the first bytes of */
         size_t keep = s->count && s->offset ? 1 : 0;
         for (size_t i = keep; i < s->count; i++)
-            sse_event_unref(s->q[(s->head + i) % SSE_MAX_QUEUED_EVENTS]);
+            sse_event_unref(s->q[(s->head + i) % s->cap]);
         s->count = keep;
         s->bytes = keep ? s->q[s->head]->len : 0;
         if (!keep)
@@ -147,7 +176,7 @@ static int sub_push_locked(struct sub *s, struct sse_event *ev)
                                   "behind; reconnect with Last-Event-ID to resume\"}}";
         struct sse_event *bye = sse_event_new("error", NULL, msg, sizeof msg - 1);
         if (bye) {
-            s->q[(s->head + s->count) % SSE_MAX_QUEUED_EVENTS] = bye;
+            s->q[(s->head + s->count) % s->cap] = bye; /* cap >= 2 > keep: there is room */
             s->count++;
             s->bytes += bye->len;
         }
@@ -155,7 +184,7 @@ static int sub_push_locked(struct sub *s, struct sse_event *ev)
         atomic_fetch_add(&stat_dropped, 1);
         log_warn("sse_slow_consumer", "conv=%s", s->entry ? s->entry->id : "-");
     } else {
-        s->q[(s->head + s->count) % SSE_MAX_QUEUED_EVENTS] = event_ref(ev);
+        s->q[(s->head + s->count) % s->cap] = event_ref(ev);
         s->count++;
         s->bytes += ev->len;
     }
@@ -183,7 +212,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
         if (s->offset == ev->len) {
             s->bytes -= ev->len;
             sse_event_unref(ev);
-            s->head = (s->head + 1) % SSE_MAX_QUEUED_EVENTS;
+            s->head = (s->head + 1) % s->cap;
             s->count--;
             s->offset = 0;
         }
@@ -258,6 +287,8 @@ int sse_subscribe(struct request *req, const char *conv_id, struct sse_sub **out
         return T_ERR_NOMEM;
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->lock, NULL);
+    s->q = s->small;
+    s->cap = SUB_QUEUE_START;
     s->conn = req->conn;
     s->req = req;
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE, reader, s, sub_closed);
@@ -310,7 +341,7 @@ void sse_start(struct sse_sub *sub, const char *from_id, struct sse_event *const
     struct sse_event *kept[SSE_MAX_QUEUED_EVENTS];
     size_t nk = 0;
     for (size_t i = 0; i < s->count; i++) {
-        struct sse_event *ev = s->q[(s->head + i) % SSE_MAX_QUEUED_EVENTS];
+        struct sse_event *ev = s->q[(s->head + i) % s->cap];
         if (ev->id[0] && from_id && from_id[0] && context_stream_id_cmp(ev->id, from_id) <= 0)
             sse_event_unref(ev);
         else

@@ -38,6 +38,9 @@ struct watched {
     struct sse_event *snap[16];  /* the cached state as events, built once, shared by new streams */
     size_t n_snap;
     char snap_id[STREAM_ID_MAX];
+    char *sugg_json, *sum_json;  /* the first WATCH_EVENT_K suggestions and the summary,
+                                    serialized, at snap_id */
+    size_t sugg_len, sum_len;
     uint64_t llm_handle;         /* the model call for the newest message, 0 when none */
     struct llm_push *llm_push;   /* its callback argument: freed by whoever wins llm_cancel() */
     struct watched *next;
@@ -70,7 +73,12 @@ static void snap_clear(struct watched *w)
         sse_event_unref(w->snap[i]);
     w->n_snap = 0;
     w->snap_id[0] = '\0';
+    free(w->sugg_json);
+    free(w->sum_json);
+    w->sugg_json = w->sum_json = NULL;
+    w->sugg_len = w->sum_len = 0;
 }
+
 
 static struct watched *find(const char *conv)
 {
@@ -78,6 +86,44 @@ static struct watched *find(const char *conv)
         if (strcmp(w->conv, conv) == 0)
             return w;
     return NULL;
+}
+
+/* Caller holds lock; w's cache is current. Builds the shared forms of the cached state once per
+ * state: the snapshot events and the serialized default suggestions answer. */
+static void snap_refresh(struct watched *w)
+{
+    if (strcmp(w->snap_id, w->cache_id) == 0)
+        return;
+    snap_clear(w);
+    w->n_snap = watch_build_events(&w->cache, w->conv, w->cache_id, NULL, w->snap, 16);
+    json_t *sl = watch_slice_suggestions(w->cache.suggestions, WATCH_EVENT_K);
+    w->sugg_json = sl ? json_dumps(sl, JSON_COMPACT) : NULL;
+    w->sugg_len = w->sugg_json ? strlen(w->sugg_json) : 0;
+    json_decref(sl);
+    w->sum_json = w->cache.summary ? json_dumps(w->cache.summary, JSON_COMPACT) : NULL;
+    w->sum_len = w->sum_json ? strlen(w->sum_json) : 0;
+    memcpy(w->snap_id, w->cache_id, STREAM_ID_MAX);
+}
+
+static int cache_current(const struct watched *w)
+{
+    return w && w->cache_id[0] && strcmp(w->cache_id, w->last_id) == 0 && w->cache.suggestions;
+}
+
+char *watch_cached_json(const char *conv, unsigned what, struct arena *a, size_t *len)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&lock);
+    struct watched *w = redis_ok ? find(conv) : NULL;
+    if (cache_current(w)) {
+        snap_refresh(w);
+        const char *j = what == WATCH_SUMMARY ? w->sum_json : w->sugg_json;
+        size_t n = what == WATCH_SUMMARY ? w->sum_len : w->sugg_len;
+        if (j && (out = arena_strndup(a, j, n)) != NULL)
+            *len = n;
+    }
+    pthread_mutex_unlock(&lock);
+    return out;
 }
 
 struct llm_push;
@@ -226,7 +272,7 @@ int watch_cached(const char *conv, struct watch_answers *out, char based_on[STRE
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&lock);
     struct watched *w = redis_ok ? find(conv) : NULL;
-    if (w && w->cache_id[0] && strcmp(w->cache_id, w->last_id) == 0 && w->cache.suggestions) {
+    if (cache_current(w)) {
         out->suggestions = json_incref(w->cache.suggestions);
         out->summary = json_incref(w->cache.summary);
         out->alerts = json_incref(w->cache.alerts);
@@ -242,12 +288,8 @@ size_t watch_snapshot(const char *conv, struct sse_event **evs, size_t max, char
     size_t n = 0;
     pthread_mutex_lock(&lock);
     struct watched *w = redis_ok ? find(conv) : NULL;
-    if (w && w->cache_id[0] && strcmp(w->cache_id, w->last_id) == 0 && w->cache.suggestions) {
-        if (strcmp(w->snap_id, w->cache_id) != 0) {
-            snap_clear(w);
-            w->n_snap = watch_build_events(&w->cache, conv, w->cache_id, NULL, w->snap, 16);
-            memcpy(w->snap_id, w->cache_id, STREAM_ID_MAX);
-        }
+    if (cache_current(w)) {
+        snap_refresh(w);
         for (; n < w->n_snap && n < max; n++)
             evs[n] = sse_event_ref(w->snap[n]);
         memcpy(based_on, w->cache_id, STREAM_ID_MAX);

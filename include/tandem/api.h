@@ -46,6 +46,9 @@ int api_quality_report(struct request *req);
 /* Parses req->body as a JSON object; on failure replies 400 with Jansson's line/column and
  * returns NULL. New reference. */
 struct json_t *api_parse_body_object(struct request *req);
+/* Replies 200 with json (a serialized object of len bytes) plus a last member "took_ms": the
+ * cached answers' fast path. */
+int api_reply_with_took_ms(struct request *req, const char *json, size_t len);
 /* Validates req->params[i] as a conversation id; replies 400 and returns 0 when invalid. */
 int api_param_id(struct request *req, size_t i, const char **out);
 #endif

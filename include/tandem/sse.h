@@ -9,7 +9,9 @@
 #define SSE_HEARTBEAT_MS 15000      /* ": ping" interval */
 #define SSE_MAX_QUEUED_EVENTS 256   /* a subscriber this far behind is told and dropped */
 #define SSE_MAX_QUEUED_BYTES (4u << 20)
-#define SSE_BLOCK_SIZE 4096         /* write chunk; comes out of the connection pool (http.c) */
+#define SSE_BLOCK_SIZE 256          /* the response's own buffer; chunked streams are written through the
+                                       connection pool's write buffer (http.c), so this only bounds
+                                       one read for HTTP/1.0 clients, and 1,000 streams keep it */
 
 /* Called once before the server starts / after it stopped accepting. */
 void sse_init(void);

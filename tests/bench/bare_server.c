@@ -20,7 +20,7 @@
 #define BODY_BYTES 1024
 #define MAX_CONNECTIONS 2048       /* TANDEM_MAX_CONNECTIONS default */
 #define IDLE_TIMEOUT_S 60          /* TANDEM_IDLE_TIMEOUT_S default */
-#define CONNECTION_MEMORY_LIMIT (16 * 1024) /* as src/http.c */
+#define CONNECTION_MEMORY_LIMIT (8 * 1024) /* as src/http.c */
 
 static char body[BODY_BYTES + 1];
 

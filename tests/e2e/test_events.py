@@ -1061,8 +1061,22 @@ class EventsTest(EventsBase):
         self.assertEqual([s["id"] for s in ans["suggestions"]][:3],
                          [s["id"] for s in pushed["suggestions"]][:3],
                          "the cached answer is the pushed one (same suggestion ids)")
+        self.assertIsInstance(ans["took_ms"], (int, float))
+        # other k: sliced from the same cached state (a different code path), same order
+        two = self.srv.get_json("/v1/conversations/%s/suggestions?k=2" % conv)
+        self.assertEqual([s["id"] for s in two["suggestions"]], [s["id"] for s in ans["suggestions"]][:2])
+        self.assertEqual({k: v for k, v in two.items() if k not in ("suggestions", "took_ms")},
+                         {k: v for k, v in ans.items() if k not in ("suggestions", "took_ms")})
+        pushed_summary = [b for b in blocks if b.event == "summary"][-1].json
+        self.redis.reset_stats()
         summ = self.srv.get_json("/v1/conversations/%s/summary" % conv)
+        cmds = {k: v for k, v in self.redis.commands_since_reset().items()
+                if k not in ("xread", "client|id", "client|unblock", "client")}
+        self.assertEqual(cmds, {}, "a watched conversation's summary needs no Redis command")
         self.assertEqual(summ["based_on"], mid)
+        self.assertIsInstance(summ.pop("took_ms"), (int, float))
+        self.assertEqual(summ, {k: v for k, v in pushed_summary.items() if k != "took_ms"},
+                         "the cached summary is the pushed one")
 
     def test_focus_is_watched_and_hotkey_text(self):
         conv = new_conv("focus")
