@@ -225,6 +225,19 @@ class BadInputTest(TandemTestCase):
         self.assertEqual(r.json["messages"][0]["text"], "My card was declined")
         self.assertEqual(self.srv.request("GET", "/v1/focus").status, 404)  # nothing focused
 
+    def test_browser_sized_headers_are_served(self):
+        # A browser's request with cookies of other local apps for 127.0.0.1 (headers are capped
+        # at ~3.5 KiB by the 8 KiB connection pool, see the README): ~2.5 KiB must pass.
+        cookies = "; ".join("app%d_session=%s" % (i, "x" * 90) for i in range(20))
+        r = self.srv.request("GET", "/v1/conversations/%s/context" % CONV, headers={
+            "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                          "Chrome/131.0.0.0 Safari/537.36",
+            "Accept": "text/event-stream", "Accept-Language": "en-US,en;q=0.9,sv;q=0.8",
+            "Accept-Encoding": "gzip, deflate, br, zstd", "Cookie": cookies,
+            "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"})
+        self.assertGreater(len(cookies), 2000)
+        self.assertEqual(r.status, 200, r)
+
     def test_smuggled_request_is_not_split_by_content_length(self):
         # Content-Length and Transfer-Encoding together: the chunked framing wins (RFC 9112
         # 6.3), so the bytes after the empty chunk are a second request of their own, not the
