@@ -79,7 +79,6 @@ static void snap_clear(struct watched *w)
     w->sugg_len = w->sum_len = 0;
 }
 
-
 static struct watched *find(const char *conv)
 {
     for (struct watched *w = list; w; w = w->next)
@@ -89,19 +88,28 @@ static struct watched *find(const char *conv)
 }
 
 /* Caller holds lock; w's cache is current. Builds the shared forms of the cached state once per
- * state: the snapshot events and the serialized default suggestions answer. */
+ * state: the default suggestions answer and the summary, serialized, and the snapshot events,
+ * which carry the same bytes. */
 static void snap_refresh(struct watched *w)
 {
     if (strcmp(w->snap_id, w->cache_id) == 0)
         return;
     snap_clear(w);
-    w->n_snap = watch_build_events(&w->cache, w->conv, w->cache_id, NULL, w->snap, 16);
     json_t *sl = watch_slice_suggestions(w->cache.suggestions, WATCH_EVENT_K);
     w->sugg_json = sl ? json_dumps(sl, JSON_COMPACT) : NULL;
     w->sugg_len = w->sugg_json ? strlen(w->sugg_json) : 0;
     json_decref(sl);
     w->sum_json = w->cache.summary ? json_dumps(w->cache.summary, JSON_COMPACT) : NULL;
     w->sum_len = w->sum_json ? strlen(w->sum_json) : 0;
+    /* the order of watch_build_events: suggestions, summary, then the alerts */
+    struct sse_event *ev;
+    if (w->sugg_json && (ev = sse_event_new("suggestions", w->cache_id, w->sugg_json, w->sugg_len)) != NULL)
+        w->snap[w->n_snap++] = ev;
+    if (w->sum_json && (ev = sse_event_new("summary", w->cache_id, w->sum_json, w->sum_len)) != NULL)
+        w->snap[w->n_snap++] = ev;
+    const struct watch_answers alerts_only = {NULL, NULL, w->cache.alerts};
+    size_t max = sizeof w->snap / sizeof *w->snap;
+    w->n_snap += watch_build_events(&alerts_only, w->conv, w->cache_id, NULL, w->snap + w->n_snap, max - w->n_snap);
     memcpy(w->snap_id, w->cache_id, STREAM_ID_MAX);
 }
 
