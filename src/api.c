@@ -61,21 +61,22 @@ json_t *api_parse_body_object(struct request *req)
     return root;
 }
 
-int api_reply_with_took_ms(struct request *req, const char *json, size_t len)
+int api_reply_cached(struct request *req, const char *conv, unsigned what, int *err)
 {
-    if (len < 2 || json[len - 1] != '}')
-        return T_ERR_INTERNAL;
-    char tail[48];
-    int tl = snprintf(tail, sizeof tail, "%s\"took_ms\":%.3f}", len > 2 ? "," : "", clock_ms_since(req->start_ns));
     struct buf out;
-    buf_init(&out, len + sizeof tail);
-    int err = buf_append(&out, json, len - 1);
-    if (!err)
-        err = buf_append(&out, tail, (size_t)tl);
-    if (!err)
-        err = http_reply_data(req, 200, "application/json", out.data, out.len);
+    buf_init(&out, 0);
+    if (!watch_cached_json(conv, what, &out) || out.len < 2 || out.data[out.len - 1] != '}') {
+        buf_cleanup(&out);
+        return 0; /* a miss, or no memory for the copy: the caller computes */
+    }
+    out.len--; /* reopen the object for one more member */
+    *err = buf_printf(&out, "%s\"took_ms\":%.3f}", out.len > 1 ? "," : "", clock_ms_since(req->start_ns));
+    size_t len = out.len;
+    char *body = *err ? NULL : buf_take(&out);
     buf_cleanup(&out);
-    return err;
+    if (!*err)
+        *err = body ? http_reply_take(req, 200, "application/json", body, len) : T_ERR_NOMEM;
+    return 1;
 }
 
 int api_param_id(struct request *req, size_t i, const char **out)

@@ -661,11 +661,10 @@ int api_suggestions(struct request *req)
     int want_llm = strcmp(engine, "local") != 0 && llm_enabled();
     if (!want_llm && strcmp(engine, "llm") != 0 && k == WATCH_EVENT_K) {
         /* the hot path: a watched conversation's default answer, serialized once per message */
-        size_t len;
-        char *body = watch_cached_json(id, WATCH_SUGGESTIONS, &req->arena, &len);
-        if (body) {
+        int err;
+        if (api_reply_cached(req, id, WATCH_SUGGESTIONS, &err)) {
             atomic_fetch_add(&stat_live_hits, 1);
-            return api_reply_with_took_ms(req, body, len);
+            return err;
         }
     }
     struct answer ans;

@@ -30,16 +30,15 @@ int api_summary(struct request *req)
     if (!rules)
         log_warn("summary_without_rules", "req_id=%s", req->id);
     /* a watched conversation: the live loop's summary for its newest message */
-    size_t len;
-    char *body = watch_cached_json(id, WATCH_SUMMARY, &req->arena, &len);
-    if (body)
-        return api_reply_with_took_ms(req, body, len);
+    int err;
+    if (api_reply_cached(req, id, WATCH_SUMMARY, &err))
+        return err;
     struct store *s = store_thread();
     if (!s)
         return T_ERR_NOMEM;
     const struct config *cfg = req->app->cfg;
     struct context *c = NULL;
-    int err = store_fetch_context(s, id, (size_t)cfg->context_messages,
+    err = store_fetch_context(s, id, (size_t)cfg->context_messages,
                                   (size_t)cfg->history_entries, &c);
     if (err)
         return err;

@@ -224,14 +224,12 @@ static json_t *tags_array(const char *tags)
     return a;
 }
 
-/* Appends item (stolen) to arr; on failure drops arr and sets it to NULL. */
+/* Appends item (stolen, may be NULL) to *arr; on failure drops *arr and sets it to NULL. */
 static void append_or_drop(json_t **arr, json_t *item)
 {
-    if (*arr && json_array_append_new(*arr, item)) {
+    if (json_array_append_new(*arr, item)) {
         json_decref(*arr);
         *arr = NULL;
-    } else if (!*arr) {
-        json_decref(item);
     }
 }
 

@@ -145,17 +145,32 @@ int http_reply_data(struct request *req, unsigned status, const char *content_ty
     return T_OK;
 }
 
+int http_reply_take(struct request *req, unsigned status, const char *content_type, char *data, size_t len)
+{
+    if (req->response) {
+        free(data);
+        return T_OK;
+    }
+    req->response = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!req->response) {
+        free(data);
+        return T_ERR_NOMEM;
+    }
+    req->status = status;
+    if (content_type)
+        MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    return T_OK;
+}
+
 int http_reply_json(struct request *req, unsigned status, struct json_t *body)
 {
     if (!body)
         return T_ERR_NOMEM;
-    char *s = json_dumps(body, JSON_COMPACT);
+    char *s = json_dumps(body, JSON_COMPACT); /* Jansson allocates with malloc (json_parse.c) */
     json_decref(body);
     if (!s)
         return T_ERR_NOMEM;
-    int err = http_reply_data(req, status, "application/json", s, strlen(s));
-    free(s);
-    return err;
+    return http_reply_take(req, status, "application/json", s, strlen(s));
 }
 
 int http_reply_error(struct request *req, int err, const char *message)

@@ -118,20 +118,19 @@ static int cache_current(const struct watched *w)
     return w && w->cache_id[0] && strcmp(w->cache_id, w->last_id) == 0 && w->cache.suggestions;
 }
 
-char *watch_cached_json(const char *conv, unsigned what, struct arena *a, size_t *len)
+int watch_cached_json(const char *conv, unsigned what, struct buf *out)
 {
-    char *out = NULL;
+    int hit = 0;
     pthread_mutex_lock(&lock);
     struct watched *w = redis_ok ? find(conv) : NULL;
     if (cache_current(w)) {
         snap_refresh(w);
         const char *j = what == WATCH_SUMMARY ? w->sum_json : w->sugg_json;
         size_t n = what == WATCH_SUMMARY ? w->sum_len : w->sugg_len;
-        if (j && (out = arena_strndup(a, j, n)) != NULL)
-            *len = n;
+        hit = j && buf_append(out, j, n) == T_OK;
     }
     pthread_mutex_unlock(&lock);
-    return out;
+    return hit;
 }
 
 struct llm_push;

@@ -46,9 +46,10 @@ int api_quality_report(struct request *req);
 /* Parses req->body as a JSON object; on failure replies 400 with Jansson's line/column and
  * returns NULL. New reference. */
 struct json_t *api_parse_body_object(struct request *req);
-/* Replies 200 with json (a serialized object of len bytes) plus a last member "took_ms": the
- * cached answers' fast path. */
-int api_reply_with_took_ms(struct request *req, const char *json, size_t len);
+/* The cached answers' fast path: when conv is watched and current, replies 200 with its cached
+ * `what` answer (watch_cached_json) plus a last member "took_ms" and returns 1, with *err the
+ * reply's result; 0 on a miss (nothing replied). */
+int api_reply_cached(struct request *req, const char *conv, unsigned what, int *err);
 /* Validates req->params[i] as a conversation id; replies 400 and returns 0 when invalid. */
 int api_param_id(struct request *req, size_t i, const char **out);
 #endif

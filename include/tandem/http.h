@@ -86,6 +86,8 @@ int http_reply_json(struct request *req, unsigned status, struct json_t *body);
 /* Copies len bytes. */
 int http_reply_data(struct request *req, unsigned status, const char *content_type,
                     const void *data, size_t len);
+/* Takes data (malloc'd; freed by the response, or here on failure) instead of copying it. */
+int http_reply_take(struct request *req, unsigned status, const char *content_type, char *data, size_t len);
 /* The error envelope for err; message NULL means the standard text for err. */
 int http_reply_error(struct request *req, int err, const char *message);
 /* Adds a response header; name and value must outlive the request (static or req->arena). */

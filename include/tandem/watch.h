@@ -48,10 +48,10 @@ int watch_cached(const char *conv, struct watch_answers *out, char based_on[STRE
 /* A watched conversation's cached answer, serialized once per state (the hot path: no JSON tree
  * is copied or dumped per request), when it describes the newest message: what is
  * WATCH_SUGGESTIONS (GET …/suggestions with k=WATCH_EVENT_K) or WATCH_SUMMARY (GET …/summary),
- * both without took_ms. Copies it into a and returns it (a JSON object, *len bytes,
- * NUL-terminated), or NULL on a miss or when out of memory. */
-struct arena;
-char *watch_cached_json(const char *conv, unsigned what, struct arena *a, size_t *len);
+ * both without took_ms. Appends it (a JSON object) to out and returns 1; 0 on a miss or when
+ * out of memory. */
+struct buf;
+int watch_cached_json(const char *conv, unsigned what, struct buf *out);
 
 /* The cached state of conv as snapshot events for a new stream, built once per state and shared
  * by every stream (new references in evs, at most max). 0 when conv has no current cached
