@@ -1222,7 +1222,7 @@ int quality_report(struct store *s, const struct kb *kb, const struct memory *me
         bad |= at >= 0 && json_object_set_new(item, "title", json_string(kb_entry_at(kb, (size_t)at)->title));
         bad |= json_object_set_new(item, "in_knowledge_base", at >= 0 ? json_true() : json_false());
         bad |= json_object_set_new(item, "why", why);
-        bad |= json_object_set_new(item, "examples", cd->examples ? cd->examples : json_array());
+        bad |= json_object_set_new(item, "examples", cd->examples);
         cd->examples = NULL;
         if (bad || json_array_append_new(rw, item)) {
             if (bad)
@@ -1236,8 +1236,9 @@ int quality_report(struct store *s, const struct kb *kb, const struct memory *me
             continue;
         json_t *ex = json_array();
         for (size_t k = 0; ex && k < cl[i].n_examples; k++) {
+            /* an example that cannot be redacted (x NULL) is left out */
             json_t *x = example_text(c.texts[cl[i].examples[k]].text, c.texts[cl[i].examples[k]].len);
-            if (x && json_array_append_new(ex, x)) { /* an example that cannot be redacted is left out */
+            if (x && json_array_append_new(ex, x)) {
                 json_decref(ex);
                 ex = NULL;
             }
