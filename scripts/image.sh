@@ -163,6 +163,9 @@ image_size_bytes() { "${PODMAN[@]}" image inspect --format '{{.Size}}' "$1"; }
 
 cmd_build() {
     local t0=$SECONDS rev
+    # The logs and the size go here even when the base image was already in podman's storage
+    # (a clean clone on a machine that built the image before).
+    mkdir -p "$CACHE_DIR"
     ensure_base
     rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
     say "build: $IMAGE:$VERSION ($rev)"
