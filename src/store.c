@@ -23,9 +23,10 @@
 
 struct store {
     redisContext *ctx;
-    unsigned long master_gen; /* sentinel: master_generation when this connection was made */
+    unsigned long master_gen; /* sentinel: master_generation at the last connect attempt */
     unsigned long generation; /* bumped on every new connection */
     uint64_t next_attempt_ns; /* no reconnect before this (backoff) */
+    unsigned long recovered_seen; /* recoveries when the backoff was scheduled */
     unsigned backoff_ms;
     unsigned cmd_timeout_ms;
     uint64_t rng;
@@ -33,6 +34,9 @@ struct store {
 
 static const struct config *gcfg;
 static atomic_ulong stat_errors, stat_reconnects;
+/* Bumped when any thread reconnects after a failure: Redis is back, so every other thread may
+ * skip the rest of its backoff instead of answering 503 for up to BACKOFF_MAX_MS more. */
+static atomic_ulong recoveries;
 static pthread_key_t thread_key;
 /* Sentinel: the master's address as last seen, and a generation bumped when it moves, so every
  * thread's connection to a demoted master is dropped even while that master still accepts
@@ -138,6 +142,7 @@ static void schedule_retry(struct store *s)
     uint64_t half = s->backoff_ms / 2;
     uint64_t wait_ms = half + (half ? rng_next(s) % (half + 1) : 0);
     s->next_attempt_ns = clock_mono_ns() + wait_ms * 1000000u;
+    s->recovered_seen = atomic_load(&recoveries);
 }
 
 static redisContext *connect_to(const char *host, unsigned port, const char *path, unsigned timeout_ms)
@@ -265,15 +270,20 @@ static int ensure(struct store *s, int force)
         return T_OK;
     if (!gcfg)
         return T_ERR_UNAVAILABLE;
-    if (!force && clock_mono_ns() < s->next_attempt_ns)
+    /* the backoff stands only while nothing changed: no other thread got through since, and
+     * the sentinel names the master it named when this thread last tried */
+    if (!force && clock_mono_ns() < s->next_attempt_ns && s->recovered_seen == atomic_load(&recoveries) &&
+        (gcfg->redis.kind != REDIS_SENTINEL || s->master_gen == atomic_load(&master_generation)))
         return T_ERR_UNAVAILABLE;
     if (do_connect(s) != 0) {
         atomic_fetch_add(&stat_errors, 1);
         schedule_retry(s);
         return T_ERR_UNAVAILABLE;
     }
-    if (s->backoff_ms || s->next_attempt_ns)
+    if (s->backoff_ms || s->next_attempt_ns) {
         log_info("redis_reconnected", "%s", "");
+        atomic_fetch_add(&recoveries, 1);
+    }
     atomic_fetch_add(&stat_reconnects, 1);
     s->generation++;
     s->backoff_ms = 0;

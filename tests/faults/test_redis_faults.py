@@ -83,6 +83,22 @@ class RedisFaultTest(FaultCase):
         self.write_all(["restart-x"])
         self.recover_and_finish("restart-x", before, "restart")
 
+    def test_back_for_every_worker(self):
+        """Once Redis is back, no worker keeps answering 503 for the rest of its reconnect backoff
+        (jittered, doubling up to 2 s): the first thread that gets through lets the others retry."""
+        self.assertTrue(self.healthy())
+        self.redis.stop()
+        # Requests on every worker during the outage push each one's backoff towards its cap.
+        t_end = time.monotonic() + 3
+        while time.monotonic() < t_end:
+            self.assertEnvelope(self.context(), 503, "redis_unavailable")
+            time.sleep(0.02)
+        self.redis.start()
+        wait_until(lambda: self.srv.request("GET", "/readyz", token=False).status == 200, 10 * SLOW,
+                   interval=0.02, what="readiness (one worker reconnects)")
+        statuses = [self.context().status for _ in range(16)]  # new connections: every worker
+        self.assertEqual(statuses, [200] * 16, "workers still in their backoff after Redis came back")
+
     def test_out_of_memory(self):
         before = ["oom-before-%d" % i for i in range(5)]
         self.write_all(before)
