@@ -20,15 +20,7 @@ out=$(mktemp "${TMPDIR:-/tmp}/tandem-faults.XXXXXX")
 trap 'rm -f "$out"' EXIT
 "$PYTHON" -m unittest discover -s tests/faults -p "${FAULTS_PATTERN:-test_*.py}" -v 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
-# unittest -v: one "... ok|FAIL|ERROR|skipped" per test; a test whose subTests failed counts once.
-read -r p f s < <(awk '
-    /^(=+|-+)$/ && length($0) >= 60 { exit }
-    /^  [^ ].* \.\.\. (FAIL|ERROR)$/ { id = $1 " " $2; if (!(id in seen)) { seen[id] = 1; f++ } next }
-    / \.\.\. $/                   { id = $1 " " $2; if (!(id in seen)) { seen[id] = 1; f++ } next }
-    / \.\.\. ok$/                 { p++; next }
-    / \.\.\. skipped/             { s++; next }
-    / \.\.\. (FAIL|ERROR)$/       { f++; next }
-    END { print p + 0, f + 0, s + 0 }' "$out")
+read -r p f s < <(awk -f tests/unittest_counts.awk "$out")
 if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
 line="$p passed, $f failed"
 [ "$s" -gt 0 ] && line="$line, $s skipped"

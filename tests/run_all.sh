@@ -31,23 +31,8 @@ count_cmocka() {
         END { if (cur != "") f++; print p + 0, f + 0, s + 0 }' "$1"
 }
 
-# unittest -v: one "name (module.Class.name) ... status" line per test (a docstring puts the
-# status on the docstring line); setUpClass/tearDownClass errors get a line of their own. A test
-# whose subTests failed shows an empty status plus one indented "... FAIL" line per subTest: it
-# counts as one failure. Parsing stops at the failure report so assertion messages cannot be
-# miscounted.
-count_unittest() {
-    awk '
-        /^(=+|-+)$/ && length($0) >= 60 { exit }
-        /^  [^ ].* \.\.\. (FAIL|ERROR)$/ { id = $1 " " $2; if (!(id in seen)) { seen[id] = 1; f++ } next }
-        / \.\.\. $/                   { id = $1 " " $2; if (!(id in seen)) { seen[id] = 1; f++ } next }
-        / \.\.\. ok$/                 { p++; next }
-        / \.\.\. expected failure$/   { p++; next }
-        / \.\.\. skipped/             { s++; next }
-        / \.\.\. (FAIL|ERROR)$/       { f++; next }
-        / \.\.\. unexpected success$/ { f++; next }
-        END { print p + 0, f + 0, s + 0 }' "$1"
-}
+# unittest -v: counted by tests/unittest_counts.awk (subTests, docstrings, split status lines).
+count_unittest() { awk -f tests/unittest_counts.awk "$1"; }
 
 add_counts() { # name rc "p f s"
     local name=$1 rc=$2 p f s
