@@ -3,7 +3,7 @@
 #include "tandem/api.h"
 #include "tandem/app.h"
 #include "tandem/error.h"
-#include "tandem/json_parse.h"
+#include "tandem/json_io.h"
 #include "tandem/log.h"
 #include "tandem/metrics.h"
 #include "tandem/panel.h"

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tandem/json_io.h"
 #include "tandem/clock.h"
 #include "tandem/api.h"
 #include "tandem/app.h"
@@ -385,7 +386,7 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
     ans->json = o;
 
     /* cache (keyed by the newest id the context saw) and per-suggestion records */
-    char *body = json_dumps(o, JSON_COMPACT);
+    char *body = json_serialize(o, JSON_COMPACT);
     if (body) {
         struct buf cv;
         buf_init(&cv, 0);

@@ -1,5 +1,6 @@
 /* The conversation model: ids, roles, lookups and the JSON of GET .../context. */
 #include "tandem/context.h"
+#include "tandem/json_io.h"
 #include "tandem/error.h"
 
 #include <jansson.h>
@@ -261,7 +262,7 @@ int context_render_json(const struct context *c, struct buf *out)
                              "meta", kv_object(c->meta, c->n_meta), "customer", cust);
     if (!root)
         return T_ERR_NOMEM;
-    char *s = json_dumps(root, JSON_COMPACT);
+    char *s = json_serialize(root, JSON_COMPACT);
     json_decref(root);
     if (!s)
         return T_ERR_NOMEM;

@@ -12,6 +12,7 @@
  * handler call of a request that may carry a body, so normal answers are queued on a later call.
  * Gate rejections of requests that announce a body are answered at once (and the connection
  * closed) so we never read a body we are going to refuse. */
+#include "tandem/json_io.h"
 #include "tandem/clock.h"
 #include "tandem/http.h"
 #include "tandem/app.h"
@@ -166,7 +167,7 @@ int http_reply_json(struct request *req, unsigned status, struct json_t *body)
 {
     if (!body)
         return T_ERR_NOMEM;
-    char *s = json_dumps(body, JSON_COMPACT); /* Jansson allocates with malloc (json_parse.c) */
+    char *s = json_serialize(body, JSON_COMPACT); /* malloc()ed (json_io.c): MHD frees it */
     json_decref(body);
     if (!s)
         return T_ERR_NOMEM;

@@ -1,7 +1,7 @@
 /* Jansson reports some failed allocations inside its lexer as syntax errors ("invalid token"),
- * so the error text cannot tell a client's bad JSON from our memory trouble. A thread-local flag
- * set by Jansson's allocator can. */
-#include "tandem/json_parse.h"
+ * and its encoder can skip a failed append and go on, so neither its error text nor its output
+ * tells our memory trouble apart. A thread-local flag set by Jansson's allocator does. */
+#include "tandem/json_io.h"
 
 #include <stdlib.h>
 
@@ -18,13 +18,13 @@ static void *json_malloc_noted(size_t n)
     return p;
 }
 
-void json_parse_init_with(void *(*alloc)(size_t))
+void json_io_init_with(void *(*alloc)(size_t))
 {
     underlying = alloc ? alloc : malloc;
     json_set_alloc_funcs(json_malloc_noted, free);
 }
 
-void json_parse_init(void) { json_parse_init_with(malloc); }
+void json_io_init(void) { json_io_init_with(malloc); }
 
 int json_parse(const char *text, size_t len, size_t flags, json_t **out, json_error_t *err)
 {
@@ -35,4 +35,15 @@ int json_parse(const char *text, size_t len, size_t flags, json_t **out, json_er
     if (alloc_failed || json_error_code(err) == json_error_out_of_memory || !err->text[0])
         return T_ERR_NOMEM;
     return T_ERR_BAD_JSON;
+}
+
+char *json_serialize(const json_t *j, size_t flags)
+{
+    alloc_failed = 0;
+    char *s = json_dumps(j, flags);
+    if (s && alloc_failed) {
+        free(s);
+        return NULL;
+    }
+    return s;
 }

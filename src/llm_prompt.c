@@ -1,5 +1,6 @@
 /* LLM prompt: a redacted, grounded chat-completions body, and validation of the model's answer. */
 #include "tandem/llm_prompt.h"
+#include "tandem/json_io.h"
 #include "tandem/buf.h"
 #include "tandem/embedded.h"
 #include "tandem/error.h"
@@ -227,7 +228,7 @@ static int put_json_block(struct buf *out, json_t *arr_or_value)
         err = buf_puts(out, "[\n");
     for (size_t i = 0; i < n && !err; i++) {
         one = json_is_array(arr_or_value) ? json_array_get(arr_or_value, i) : arr_or_value;
-        char *s = json_dumps(one, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *s = json_serialize(one, JSON_COMPACT | JSON_ENCODE_ANY);
         if (!s)
             return T_ERR_NOMEM;
         for (const char *c = s; *c && !err; c++) {
@@ -551,7 +552,7 @@ int llm_prompt_build(const struct llm_prompt_opts *o, const struct llm_request *
         err = T_ERR_NOMEM;
         goto out;
     }
-    p->body = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    p->body = json_serialize(body, JSON_COMPACT | JSON_REAL_PRECISION(6));
     if (!p->body) {
         err = T_ERR_NOMEM;
         goto out;

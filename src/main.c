@@ -11,7 +11,7 @@
 #include "tandem/text.h"
 #include "tandem/watch.h"
 #include "tandem/config.h"
-#include "tandem/json_parse.h"
+#include "tandem/json_io.h"
 #include "tandem/http.h"
 #include "tandem/log.h"
 #include "tandem/store.h"
@@ -45,7 +45,7 @@ int main(int argc, char **argv)
      * or recomputes leaves behind (measured, 1,000 streams: 4 arenas +6 MB, 2 arenas +3 MB after
      * delivery). Our threads allocate little per request; the bench shows no loss of speed. */
     mallopt(M_ARENA_MAX, 1);
-    json_parse_init();
+    json_io_init();
     static struct config cfg;
     static struct app app;
     char action = 0;

@@ -15,7 +15,7 @@
 #include "tandem/app.h"
 #include "tandem/context.h"
 #include "tandem/error.h"
-#include "tandem/json_parse.h"
+#include "tandem/json_io.h"
 #include "tandem/kb.h"
 #include "tandem/log.h"
 #include "tandem/store.h"
@@ -268,7 +268,7 @@ int memory_record_to_json(const struct memory_record *r, struct buf *out)
         json_decref(o);
         return T_ERR_NOMEM;
     }
-    char *s = json_dumps(o, JSON_COMPACT);
+    char *s = json_serialize(o, JSON_COMPACT);
     json_decref(o);
     if (!s)
         return T_ERR_NOMEM;

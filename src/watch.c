@@ -5,6 +5,7 @@
  * the thread is woken with CLIENT UNBLOCK so a new conversation is read at once. Across a Redis
  * outage the loop keeps each conversation's last id and resumes from it: nothing missed,
  * nothing pushed twice. */
+#include "tandem/json_io.h"
 #include "tandem/clock.h"
 #include "tandem/watch.h"
 #include "tandem/api.h"
@@ -96,10 +97,10 @@ static void snap_refresh(struct watched *w)
         return;
     snap_clear(w);
     json_t *sl = watch_slice_suggestions(w->cache.suggestions, WATCH_EVENT_K);
-    w->sugg_json = sl ? json_dumps(sl, JSON_COMPACT) : NULL;
+    w->sugg_json = sl ? json_serialize(sl, JSON_COMPACT) : NULL;
     w->sugg_len = w->sugg_json ? strlen(w->sugg_json) : 0;
     json_decref(sl);
-    w->sum_json = w->cache.summary ? json_dumps(w->cache.summary, JSON_COMPACT) : NULL;
+    w->sum_json = w->cache.summary ? json_serialize(w->cache.summary, JSON_COMPACT) : NULL;
     w->sum_len = w->sum_json ? strlen(w->sum_json) : 0;
     /* the order of watch_build_events: suggestions, summary, then the alerts */
     struct sse_event *ev;
@@ -332,7 +333,7 @@ static struct sse_event *event_of(const char *name, const char *id, json_t *data
 {
     if (!data)
         return NULL;
-    char *s = json_dumps(data, JSON_COMPACT); /* compact JSON never contains a raw newline */
+    char *s = json_serialize(data, JSON_COMPACT); /* compact JSON never contains a raw newline */
     if (!s)
         return NULL;
     struct sse_event *ev = sse_event_new(name, id, s, strlen(s));

@@ -1,5 +1,6 @@
-/* Unit tests for json_parse: bad input is the client's fault (400), a failed allocation is ours
- * (500) even when Jansson reports it as a syntax error. */
+/* Unit tests for json_io: bad input is the client's fault (400), a failed allocation is ours
+ * (500) even when Jansson reports it as a syntax error; an encoding that lost an allocation is
+ * no answer, never a malformed one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,23 +11,28 @@
 #include <string.h>
 
 #include "tandem/error.h"
-#include "tandem/json_parse.h"
+#include "tandem/json_io.h"
 
 static long fail_from = -1; /* the allocation number that starts failing; -1: never */
+static int fail_once;       /* only that one fails; the ones after it succeed again */
 static long count;
 
 static void *failing_malloc(size_t n)
 {
-    if (fail_from >= 0 && count++ >= fail_from)
-        return NULL;
+    if (fail_from >= 0) {
+        long at = count++;
+        if (fail_once ? at == fail_from : at >= fail_from)
+            return NULL;
+    }
     return malloc(n);
 }
 
 static int setup(void **state)
 {
     (void)state;
-    json_parse_init_with(failing_malloc);
+    json_io_init_with(failing_malloc);
     fail_from = -1;
+    fail_once = 0;
     count = 0;
     return 0;
 }
@@ -77,11 +83,45 @@ static void test_each_failed_allocation_is_nomem(void **state)
     assert_true(saw_ok);
 }
 
+/* One allocation of an encoding failing (the ones after it succeed, as under memory pressure):
+ * the answer is the exact text or NULL. Jansson alone drops the closing quote of a key whose
+ * append failed and returns {"error":{"code:"... */
+static void test_serialize_is_whole_or_nothing(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:{s:s,s:s},s:[i,s,f]}", "error", "code", "out_of_memory", "message",
+                          "the server ran out of memory; retry later, after a while", "list", 1,
+                          "a string long enough to make the buffer grow more than once or twice", 2.5);
+    assert_non_null(o);
+    char *want = json_serialize(o, JSON_COMPACT);
+    assert_non_null(want);
+    int saw_null = 0, saw_whole = 0;
+    fail_once = 1;
+    for (long at = 0; at < 64; at++) {
+        fail_from = at;
+        count = 0;
+        char *got = json_serialize(o, JSON_COMPACT);
+        if (got) {
+            assert_string_equal(got, want);
+            saw_whole |= count <= at; /* at is past the encoding's last allocation */
+        } else {
+            saw_null = 1;
+        }
+        free(got);
+    }
+    fail_from = -1;
+    assert_true(saw_null);
+    assert_true(saw_whole);
+    free(want);
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_valid_and_invalid, setup),
         cmocka_unit_test_setup(test_each_failed_allocation_is_nomem, setup),
+        cmocka_unit_test_setup(test_serialize_is_whole_or_nothing, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
