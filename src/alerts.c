@@ -1,4 +1,5 @@
 /* Alerts for the agent: rules from data/alert_rules.json (plus an operator's file), sentiment, history. */
+#include "tandem/json_io.h"
 #include "tandem/alerts.h"
 #include "tandem/buf.h"
 #include "tandem/embedded.h"
@@ -287,8 +288,13 @@ static int merge_doc(struct alert_rules *r, const char *text, const char *src, c
                      size_t errsz)
 {
     json_error_t jerr;
-    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
+    json_t *root;
+    int perr = json_parse(text, strlen(text), JSON_REJECT_DUPLICATES, &root, &jerr);
+    if (perr == T_ERR_NOMEM) {
+        snprintf(err, errsz, "%s: out of memory", src);
+        return perr;
+    }
+    if (perr) {
         snprintf(err, errsz, "%s:%d:%d: %s", src, jerr.line, jerr.column, jerr.text);
         return T_ERR_CONFIG;
     }

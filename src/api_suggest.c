@@ -364,8 +364,13 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
         snprintf(head, sizeof head, "%s %s", newest, state);
         if ((size_t)(nl - v) == strlen(head) && memcmp(v, head, strlen(head)) == 0) {
             json_error_t jerr;
-            ans->json = json_loadb(nl + 1, vlen - (size_t)(nl - v) - 1, 0, &jerr);
+            /* unreadable: computed afresh below; no memory to read it: no memory to compute */
+            err = json_parse(nl + 1, vlen - (size_t)(nl - v) - 1, 0, &ans->json, &jerr);
             ans->from_cache = ans->json != NULL;
+            if (err == T_ERR_NOMEM) {
+                store_reply_free(r);
+                goto out;
+            }
         }
     }
     store_reply_free(r);

@@ -30,6 +30,12 @@ int json_parse(const char *text, size_t len, size_t flags, json_t **out, json_er
 {
     alloc_failed = 0;
     *out = json_loadb(text ? text : "", text ? len : 0, flags, err);
+    if (*out && alloc_failed) {
+        /* the lexer ignores a failed append to the text it saves, so a key or string can come
+         * back with a character missing: no result is better than a wrong one */
+        json_decref(*out);
+        *out = NULL;
+    }
     if (*out)
         return T_OK;
     if (alloc_failed || json_error_code(err) == json_error_out_of_memory || !err->text[0])

@@ -1,4 +1,5 @@
 /* Knowledge base: JSONL loading with file:line errors, brand scoping, URL lookup, BM25F index, refcounted swaps. */
+#include "tandem/json_io.h"
 #include "tandem/kb.h"
 
 #include <dirent.h>
@@ -296,8 +297,11 @@ static const char *opt_string(json_t *o, const char *key, const char **why)
 static int parse_entry(struct kb *kb, const char *line, size_t len, char *msg, size_t msgsz)
 {
     json_error_t jerr;
-    json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!o) {
+    json_t *o;
+    int perr = json_parse(line, len, JSON_REJECT_DUPLICATES, &o, &jerr);
+    if (perr == T_ERR_NOMEM)
+        return perr;
+    if (perr) {
         set_err(msg, msgsz, "invalid JSON (column %d): %s", jerr.column, jerr.text);
         return T_ERR_CONFIG;
     }

@@ -765,9 +765,13 @@ int llm_prompt_validate(const struct llm_prompt *p, const char *answer, size_t l
     *why = "not_json";
     unfence(&answer, &len);
     json_error_t jerr;
-    json_t *root = json_loadb(answer, len, 0, &jerr);
-    if (!root)
-        return T_ERR_BAD_JSON;
+    json_t *root;
+    int perr = json_parse(answer, len, 0, &root, &jerr);
+    if (perr) {
+        if (perr == T_ERR_NOMEM)
+            *why = "nomem";
+        return perr;
+    }
     int err = T_ERR_BAD_JSON;
     json_t *arr = json_object_get(root, "suggestions");
     *why = "bad_shape";

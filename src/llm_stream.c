@@ -1,4 +1,5 @@
 /* Incremental parser of OpenAI-compatible chat-completion bodies: SSE chunks or one JSON object. */
+#include "tandem/json_io.h"
 #include "tandem/llm_stream.h"
 #include "tandem/buf.h"
 #include "tandem/error.h"
@@ -100,8 +101,11 @@ static enum llm_stream_status take_choice(struct llm_stream *s, json_t *choice)
 static enum llm_stream_status take_json(struct llm_stream *s, const char *p, size_t n, int at_end)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(p, n, 0, &jerr);
-    if (!root) {
+    json_t *root;
+    int perr = json_parse(p, n, 0, &root, &jerr);
+    if (perr == T_ERR_NOMEM)
+        return LLM_STREAM_NOMEM;
+    if (perr) {
         if (at_end && json_error_code(&jerr) == json_error_premature_end_of_input)
             return LLM_STREAM_TRUNCATED;
         return LLM_STREAM_MALFORMED;

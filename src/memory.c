@@ -280,9 +280,10 @@ int memory_record_to_json(const struct memory_record *r, struct buf *out)
 int memory_record_from_json(const char *json, size_t len, struct memory_records *out)
 {
     json_error_t jerr;
-    json_t *o = json_loadb(json, len, 0, &jerr);
-    if (!o)
-        return T_ERR_BAD_JSON;
+    json_t *o;
+    int perr = json_parse(json, len, 0, &o, &jerr);
+    if (perr)
+        return perr;
     int err = T_ERR_BAD_JSON;
     const char *t = json_string_value(json_object_get(o, "t"));
     const char *c = json_string_value(json_object_get(o, "c"));

@@ -12,8 +12,9 @@ void json_io_init(void);
 void json_io_init_with(void *(*alloc)(size_t));
 
 /* Parses text[0..len) with flags. T_OK and *out set; T_ERR_BAD_JSON with err filled; or
- * T_ERR_NOMEM when an allocation failed on the way (Jansson may report that as a syntax
- * error: the client must not be told its request is wrong). */
+ * T_ERR_NOMEM when an allocation failed on the way: Jansson may report that as a syntax error
+ * (the client must not be told its request is wrong) or drop a character of a string and
+ * succeed. Every parse in tandem goes through here. */
 int json_parse(const char *text, size_t len, size_t flags, json_t **out, json_error_t *err);
 
 /* json_dumps(j, flags), or NULL when any allocation failed on the way: Jansson ignores a failed

@@ -81,6 +81,30 @@ static void test_each_failed_allocation_is_nomem(void **state)
     fail_from = -1;
     assert_true(saw_nomem);
     assert_true(saw_ok);
+
+    /* Only one allocation failing, the ones after it succeeding: the lexer drops the character
+     * whose append failed and goes on, so a result that is not NOMEM must equal the text's. */
+    json_t *want;
+    json_error_t e;
+    assert_int_equal(json_parse(text, strlen(text), JSON_REJECT_DUPLICATES, &want, &e), T_OK);
+    fail_once = 1;
+    int saw_whole = 0;
+    for (long at = 0; at < 200 && !saw_whole; at++) {
+        fail_from = at;
+        count = 0;
+        json_t *o;
+        int err = json_parse(text, strlen(text), JSON_REJECT_DUPLICATES, &o, &e);
+        if (err == T_OK) {
+            assert_true(json_equal(o, want));
+            saw_whole = count <= at; /* past the parse's last allocation */
+            json_decref(o);
+        } else {
+            assert_int_equal(err, T_ERR_NOMEM);
+        }
+    }
+    fail_from = -1;
+    assert_true(saw_whole);
+    json_decref(want);
 }
 
 /* One allocation of an encoding failing (the ones after it succeed, as under memory pressure):
