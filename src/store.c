@@ -26,7 +26,8 @@ struct store {
     unsigned long master_gen; /* sentinel: master_generation at the last connect attempt */
     unsigned long generation; /* bumped on every new connection */
     uint64_t next_attempt_ns; /* no reconnect before this (backoff) */
-    unsigned long recovered_seen; /* recoveries when the backoff was scheduled */
+    unsigned long recovered_seen; /* recoveries when this thread last tried to connect */
+    int unproven; /* connected, but no command has succeeded on it yet */
     unsigned backoff_ms;
     unsigned cmd_timeout_ms;
     uint64_t rng;
@@ -34,8 +35,9 @@ struct store {
 
 static const struct config *gcfg;
 static atomic_ulong stat_errors, stat_reconnects;
-/* Bumped when any thread reconnects after a failure: Redis is back, so every other thread may
- * skip the rest of its backoff instead of answering 503 for up to BACKOFF_MAX_MS more. */
+/* Bumped when any thread's first command after a failure succeeds: Redis is back, so every
+ * other thread may skip the rest of its backoff instead of answering 503 for up to
+ * BACKOFF_MAX_MS more. A connect alone proves nothing (a proxy whose Redis is down accepts). */
 static atomic_ulong recoveries;
 static pthread_key_t thread_key;
 /* Sentinel: the master's address as last seen, and a generation bumped when it moves, so every
@@ -142,7 +144,6 @@ static void schedule_retry(struct store *s)
     uint64_t half = s->backoff_ms / 2;
     uint64_t wait_ms = half + (half ? rng_next(s) % (half + 1) : 0);
     s->next_attempt_ns = clock_mono_ns() + wait_ms * 1000000u;
-    s->recovered_seen = atomic_load(&recoveries);
 }
 
 static redisContext *connect_to(const char *host, unsigned port, const char *path, unsigned timeout_ms)
@@ -275,20 +276,29 @@ static int ensure(struct store *s, int force)
     if (!force && clock_mono_ns() < s->next_attempt_ns && s->recovered_seen == atomic_load(&recoveries) &&
         (gcfg->redis.kind != REDIS_SENTINEL || s->master_gen == atomic_load(&master_generation)))
         return T_ERR_UNAVAILABLE;
+    /* before the attempt: a recovery elsewhere while this one waits for its time-out counts */
+    s->recovered_seen = atomic_load(&recoveries);
     if (do_connect(s) != 0) {
         atomic_fetch_add(&stat_errors, 1);
         schedule_retry(s);
         return T_ERR_UNAVAILABLE;
     }
+    atomic_fetch_add(&stat_reconnects, 1);
+    s->generation++;
+    s->unproven = 1; /* the backoff is reset by the first command that succeeds */
+    return T_OK;
+}
+
+/* The first command on a new connection succeeded: Redis is usable again. */
+static void proven(struct store *s)
+{
+    s->unproven = 0;
     if (s->backoff_ms || s->next_attempt_ns) {
         log_info("redis_reconnected", "%s", "");
         atomic_fetch_add(&recoveries, 1);
     }
-    atomic_fetch_add(&stat_reconnects, 1);
-    s->generation++;
     s->backoff_ms = 0;
     s->next_attempt_ns = 0;
-    return T_OK;
 }
 
 /* Error replies after which this connection is no use: a replica after failover, a restarted
@@ -345,8 +355,11 @@ int store_pipeline(struct store *s, size_t n, int argcs[], const char **argvs[],
             unavailable |= reply_means_unavailable(r);
             noperm |= ((redisReply *)r)->type == REDIS_REPLY_ERROR && strncmp(((redisReply *)r)->str, "NOPERM", 6) == 0;
         }
-        if (!io_failed && !reconnect && !unavailable)
+        if (!io_failed && !reconnect && !unavailable) {
+            if (s->unproven)
+                proven(s);
             return T_OK;
+        }
         free_replies(replies, got);
         if (unavailable && !io_failed && !reconnect) {
             if (noperm)

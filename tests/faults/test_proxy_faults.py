@@ -2,6 +2,7 @@
 connection resets, replies sliced into 1-byte writes. About 20 s."""
 
 import json
+import os
 import time
 import unittest
 
@@ -40,6 +41,28 @@ class ProxyFaultTest(FaultCase):
         wait_until(self.healthy, 10 * SLOW, interval=0.1, what="recovery after latency")
         self.writer.write("lat-x")  # it may have been applied although answered 503: not twice
         self.assertExactlyOnce(keys + ["lat-x"])
+
+    def test_accepted_then_reset_backs_off(self):
+        """Something that accepts and then resets (a proxy whose Redis is down) is not Redis
+        back: the reconnect backoff keeps growing instead of restarting at every connect."""
+        self.assertTrue(self.healthy())
+        self.proxy.refuse = True
+        self.proxy.reset()
+        try:
+            c0, t0 = self.proxy.connections, time.monotonic()
+            while time.monotonic() - t0 < 3:
+                self.assertEqual(self.context().status, 503)
+                time.sleep(0.01)
+            rate = (self.proxy.connections - c0) / (time.monotonic() - t0)
+            # backoff 50 ms doubling to 2 s: ~2.5 connects/s per thread (workers, one per CPU
+            # with at least 2, and the watcher); a backoff reset by every accepted connect gave
+            # ~12/s per thread
+            threads = min(max(os.cpu_count() or 2, 2), 64) + 1
+            self.assertLess(rate, 6 * threads, "%.0f connections/s from %d threads to a Redis that resets "
+                            "each one" % (rate, threads))
+        finally:
+            self.proxy.refuse = False
+        wait_until(self.healthy, 10 * SLOW, interval=0.1, what="recovery once connections are served")
 
     def test_connection_reset(self):
         keys = ["rst-before-%d" % i for i in range(3)]
