@@ -26,6 +26,7 @@
 struct sse_event {
     atomic_uint refs;
     char id[STREAM_ID_MAX]; /* "" for comments and id-less events */
+    int update;             /* sse_event_mark_update */
     size_t len;
     char data[];
 };
@@ -71,6 +72,7 @@ static struct sse_event *event_alloc(size_t len)
         return NULL;
     atomic_init(&ev->refs, 1);
     ev->id[0] = '\0';
+    ev->update = 0;
     ev->len = len;
     return ev;
 }
@@ -411,6 +413,8 @@ static struct sub **collect(const char *conv_id, size_t *n_out)
     return arr;
 }
 
+void sse_event_mark_update(struct sse_event *ev) { ev->update = 1; }
+
 size_t sse_publish(const char *conv_id, struct sse_event *ev)
 {
     size_t n;
@@ -419,7 +423,8 @@ size_t sse_publish(const char *conv_id, struct sse_event *ev)
     for (size_t i = 0; i < n; i++) {
         struct sub *s = arr[i];
         pthread_mutex_lock(&s->lock);
-        int covered = ev->id[0] && s->after_id[0] && context_stream_id_cmp(ev->id, s->after_id) <= 0;
+        int cmp = ev->id[0] && s->after_id[0] ? context_stream_id_cmp(ev->id, s->after_id) : 1;
+        int covered = cmp < 0 || (cmp == 0 && !ev->update);
         int alive = !s->dead && !s->closing && !covered;
         int wake = covered ? 0 : sub_push_locked(s, ev);
         pthread_mutex_unlock(&s->lock);

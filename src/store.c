@@ -664,10 +664,12 @@ int store_fetch_context_until(struct store *s, const char *conv_id, const char *
     for (size_t i = 0; i < 3; i++)
         if (rep[i]->type == REDIS_REPLY_ERROR) {
             /* e.g. WRONGTYPE: a connector wrote something else under our key */
-            log_warn("redis_error_reply", "conv=%s cmd=%s", conv_id, argvs[i][0]);
+            log_warn("redis_error_reply", "conv=%s cmd=%s key=%s", conv_id, argvs[i][0], i == 2 ? "meta" : "msgs");
             atomic_fetch_add(&stat_errors, 1);
-            err = T_ERR_INTERNAL;
-            goto out;
+            if (i < 2) {
+                err = T_ERR_INTERNAL;
+                goto out;
+            }
         }
     if (rep[0]->type != REDIS_REPLY_INTEGER || rep[0]->integer == 0) {
         err = T_ERR_CONV_NOT_FOUND;
@@ -679,7 +681,7 @@ int store_fetch_context_until(struct store *s, const char *conv_id, const char *
         goto out;
     }
     err = parse_messages(c, rep[1]);
-    if (!err)
+    if (!err) /* a wrongly typed meta (an error reply) reads as none, like the customer keys */
         err = kv_from_hash(c, rep[2], &c->meta, &c->n_meta);
     if (err)
         goto out;

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #define WATCH_READ_COUNT 64 /* entries per stream per XREAD: bounds one loop's work */
+#define WATCH_BAD_KEY_RETRY_NS 5000000000u /* a key that is not a stream is looked at again after */
 
 struct watched {
     char conv[ID_MAX_LEN + 1];
@@ -38,16 +39,25 @@ struct watched {
     char cache_id[STREAM_ID_MAX];
     struct sse_event *snap[16];  /* the cached state as events, built once, shared by new streams */
     size_t n_snap;
-    char snap_id[STREAM_ID_MAX];
+    unsigned long cache_gen;     /* bumped whenever the cache changes, even at the same id */
+    unsigned long snap_gen;      /* the cache_gen the snapshot was built from; 0: none */
     char *sugg_json, *sum_json;  /* the first WATCH_EVENT_K suggestions and the summary,
-                                    serialized, at snap_id */
+                                    serialized, at snap_gen */
     size_t sugg_len, sum_len;
+    json_t *pushed_alerts;       /* what the loop pushed (or found on the first load): a new
+                                    message's alerts are new against these, never against a
+                                    cache a stream primed out of turn */
+    uint64_t skip_until_ns;      /* its key is not a stream: left out of XREAD until then */
     uint64_t llm_handle;         /* the model call for the newest message, 0 when none */
     struct llm_push *llm_push;   /* its callback argument: freed by whoever wins llm_cancel() */
     struct watched *next;
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Held while a conversation's newest state is settled and its suggestions published, so a late
+ * model answer cannot overtake a newer message's. Taken before lock; MHD is called under it
+ * (lock itself is never held across MHD calls). */
+static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static struct watched *list;
 static size_t n_watched;
@@ -73,7 +83,7 @@ static void snap_clear(struct watched *w)
     for (size_t i = 0; i < w->n_snap; i++)
         sse_event_unref(w->snap[i]);
     w->n_snap = 0;
-    w->snap_id[0] = '\0';
+    w->snap_gen = 0;
     free(w->sugg_json);
     free(w->sum_json);
     w->sugg_json = w->sum_json = NULL;
@@ -93,7 +103,7 @@ static struct watched *find(const char *conv)
  * which carry the same bytes. */
 static void snap_refresh(struct watched *w)
 {
-    if (strcmp(w->snap_id, w->cache_id) == 0)
+    if (w->snap_gen == w->cache_gen)
         return;
     snap_clear(w);
     json_t *sl = watch_slice_suggestions(w->cache.suggestions, WATCH_EVENT_K);
@@ -111,7 +121,7 @@ static void snap_refresh(struct watched *w)
     const struct watch_answers alerts_only = {NULL, NULL, w->cache.alerts};
     size_t max = sizeof w->snap / sizeof *w->snap;
     w->n_snap += watch_build_events(&alerts_only, w->conv, w->cache_id, NULL, w->snap + w->n_snap, max - w->n_snap);
-    memcpy(w->snap_id, w->cache_id, STREAM_ID_MAX);
+    w->snap_gen = w->cache_gen;
 }
 
 static int cache_current(const struct watched *w)
@@ -158,6 +168,7 @@ static uint64_t maybe_remove(struct watched *w, struct llm_push **push)
             break;
         }
     watch_answers_cleanup(&w->cache);
+    json_decref(w->pushed_alerts);
     snap_clear(w);
     free(w);
     n_watched--;
@@ -262,6 +273,11 @@ void watch_prime(const char *conv, const struct watch_answers *a, const char *ba
         w->cache.summary = json_incref(a->summary);
         w->cache.alerts = json_incref(a->alerts);
         snprintf(w->cache_id, sizeof w->cache_id, "%s", based_on);
+        w->cache_gen++;
+        /* a first subscriber's state is where the loop starts from (its last_id): what it
+         * computed is what was pushed, to the one stream there is */
+        if (!w->pushed_alerts && strcmp(based_on, w->last_id) == 0)
+            w->pushed_alerts = json_incref(a->alerts);
     }
     pthread_mutex_unlock(&lock);
 }
@@ -269,8 +285,10 @@ void watch_prime(const char *conv, const struct watch_answers *a, const char *ba
 void watch_invalidate(void)
 {
     pthread_mutex_lock(&lock);
-    for (struct watched *w = list; w; w = w->next)
+    for (struct watched *w = list; w; w = w->next) {
         w->cache_id[0] = '\0';
+        w->cache_gen++;
+    }
     pthread_mutex_unlock(&lock);
 }
 
@@ -419,7 +437,18 @@ static void llm_push_done(struct llm_result *res, void *arg)
         json_t *sl = watch_slice_suggestions(answer, WATCH_EVENT_K);
         struct sse_event *ev = event_of("suggestions", p->based_on, sl);
         if (ev) {
-            sse_publish(p->conv, ev);
+            sse_event_mark_update(ev);
+            /* still current? checked again and published under pub_lock, which the loop holds
+             * from moving last_id to publishing the next message's suggestions: this answer
+             * cannot overtake them */
+            pthread_mutex_lock(&pub_lock);
+            pthread_mutex_lock(&lock);
+            w = find(p->conv);
+            current = w && strcmp(w->last_id, p->based_on) == 0;
+            pthread_mutex_unlock(&lock);
+            if (current)
+                sse_publish(p->conv, ev);
+            pthread_mutex_unlock(&pub_lock);
             sse_event_unref(ev);
         }
         json_decref(sl);
@@ -494,8 +523,14 @@ static int process(struct store *s, const char *conv, const char *msg_id)
         /* not created yet (focus set early) or deleted: nothing to say, nothing to cache */
         return T_OK;
     }
-    if (err)
-        return err;
+    if (err == T_ERR_UNAVAILABLE || err == T_ERR_NOMEM)
+        return err; /* passing: this message is tried again */
+    if (err) {
+        /* lasting (a key of the wrong type): retrying would spin on it and stall the others */
+        atomic_fetch_add(&stat_errors, 1);
+        log_warn("recompute_failed", "conv=%s err=%s", conv, tandem_err_code(err));
+        return T_OK;
+    }
     char id[STREAM_ID_MAX];
     snprintf(id, sizeof id, "%s", c->newest_id[0] ? c->newest_id : "0-0");
     struct sse_event *evs[16];
@@ -506,16 +541,18 @@ static int process(struct store *s, const char *conv, const char *msg_id)
     if (!err && msg_id) {
         /* from here the cached state (the previous message's) is no longer current: a stream
          * opened now must not take it as its snapshot, or it would miss these suggestions */
+        n = watch_build_events(&a, conv, id, NULL, evs, 1);
+        pthread_mutex_lock(&pub_lock);
         pthread_mutex_lock(&lock);
         struct watched *w0 = find(conv);
         if (w0 && (!w0->last_id[0] || context_stream_id_cmp(id, w0->last_id) > 0))
             memcpy(w0->last_id, id, sizeof id);
         pthread_mutex_unlock(&lock);
-        n = watch_build_events(&a, conv, id, NULL, evs, 1);
         for (size_t i = 0; i < n; i++) {
             sse_publish(conv, evs[i]);
             sse_event_unref(evs[i]);
         }
+        pthread_mutex_unlock(&pub_lock);
     }
     struct watch_answers rest = {0};
     if (!err)
@@ -534,13 +571,15 @@ static int process(struct store *s, const char *conv, const char *msg_id)
     pthread_mutex_lock(&lock);
     struct watched *w = find(conv);
     if (w) {
-        prev_alerts = w->cache.alerts ? json_incref(w->cache.alerts) : NULL;
+        prev_alerts = w->pushed_alerts; /* the reference moves to prev_alerts */
+        w->pushed_alerts = json_incref(a.alerts);
         if (!w->cache_id[0] || context_stream_id_cmp(id, w->cache_id) >= 0) {
             watch_answers_cleanup(&w->cache);
             w->cache.suggestions = json_incref(a.suggestions);
             w->cache.summary = json_incref(a.summary);
             w->cache.alerts = json_incref(a.alerts);
             memcpy(w->cache_id, id, sizeof id);
+            w->cache_gen++;
         }
         if (!w->last_id[0] || context_stream_id_cmp(id, w->last_id) > 0)
             memcpy(w->last_id, id, sizeof id);
@@ -625,6 +664,46 @@ static void heartbeat(uint64_t *last_ping)
     }
 }
 
+/* XREAD refused a key that is not a stream (a connector's mistake): TYPE each key of the round
+ * and leave the wrong ones out for WATCH_BAD_KEY_RETRY_NS, so the others keep their events. */
+static int skip_non_streams(struct store *s, char (*keys)[320], size_t n)
+{
+    int *argcs = calloc(n, sizeof *argcs);
+    const char ***argvs = calloc(n, sizeof *argvs);
+    const char **args = calloc(2 * n, sizeof *args);
+    const size_t **lens = calloc(n, sizeof *lens);
+    struct redisReply **rep = calloc(n, sizeof *rep);
+    int err = T_ERR_NOMEM;
+    if (argcs && argvs && args && lens && rep) {
+        for (size_t i = 0; i < n; i++) {
+            args[2 * i] = "TYPE";
+            args[2 * i + 1] = keys[i];
+            argcs[i] = 2;
+            argvs[i] = &args[2 * i];
+        }
+        err = store_pipeline(s, n, argcs, argvs, lens, rep);
+    }
+    uint64_t until = clock_mono_ns() + WATCH_BAD_KEY_RETRY_NS;
+    for (size_t i = 0; !err && i < n; i++) {
+        const struct redisReply *t = rep[i];
+        char conv[ID_MAX_LEN + 1];
+        if (t->type != REDIS_REPLY_STATUS || !strcmp(t->str, "stream") || !strcmp(t->str, "none") ||
+            conv_of_key(keys[i], conv) != 0)
+            continue;
+        atomic_fetch_add(&stat_errors, 1);
+        log_warn("watch_not_a_stream", "conv=%s type=%s", conv, t->str);
+        pthread_mutex_lock(&lock);
+        struct watched *w = find(conv);
+        if (w)
+            w->skip_until_ns = until;
+        pthread_mutex_unlock(&lock);
+    }
+    for (size_t i = 0; !err && i < n; i++)
+        store_reply_free(rep[i]);
+    free(argcs), free(argvs), free(args), free(lens), free(rep);
+    return err;
+}
+
 /* One XREAD round over the current watch set. */
 static int read_round(struct store *s, unsigned long *gen)
 {
@@ -665,7 +744,10 @@ static int read_round(struct store *s, unsigned long *gen)
         *gen = store_generation(s);
     }
     pthread_mutex_lock(&lock);
-    size_t n = n_watched;
+    uint64_t now = clock_mono_ns();
+    size_t n = 0;
+    for (struct watched *w = list; w; w = w->next)
+        n += w->skip_until_ns <= now;
     if (!n) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
@@ -687,9 +769,12 @@ static int read_round(struct store *s, unsigned long *gen)
         return T_ERR_NOMEM;
     }
     size_t i = 0;
-    for (struct watched *w = list; w && i < n; w = w->next, i++) {
+    for (struct watched *w = list; w && i < n; w = w->next) {
+        if (w->skip_until_ns > now)
+            continue;
         store_key_conv(keys[i], sizeof keys[i], w->conv, "msgs");
         memcpy(ids[i], w->last_id, STREAM_ID_MAX);
+        i++;
     }
     blocked = 1;
     pthread_mutex_unlock(&lock);
@@ -713,18 +798,25 @@ static int read_round(struct store *s, unsigned long *gen)
     blocked = 0;
     pthread_mutex_unlock(&lock);
     free(argv);
-    free(keys);
     free(ids);
-    if (err)
+    if (err) {
+        free(keys);
         return err;
-    if (r->type == REDIS_REPLY_ERROR) {
-        /* UNBLOCKED (our own wake-up) is normal; anything else is logged and retried */
-        int normal = strncmp(r->str, "UNBLOCKED", 9) == 0;
-        if (!normal)
-            log_warn("watch_xread_error", "%s", "");
-        store_reply_free(r);
-        return normal ? T_OK : T_ERR_UNAVAILABLE;
     }
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* UNBLOCKED (our own wake-up) is normal; WRONGTYPE names no key, so find the ones that
+         * are not streams and leave them out for a while; anything else is logged and retried */
+        int normal = strncmp(r->str, "UNBLOCKED", 9) == 0;
+        int wrongtype = strncmp(r->str, "WRONGTYPE", 9) == 0;
+        store_reply_free(r);
+        if (wrongtype)
+            err = skip_non_streams(s, keys, n);
+        else if (!normal)
+            log_warn("watch_xread_error", "%s", "");
+        free(keys);
+        return normal ? T_OK : wrongtype ? err : T_ERR_UNAVAILABLE;
+    }
+    free(keys);
     set_redis_ok(1);
     /* [[key, [[id, fields], ...]], ...] */
     for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
@@ -778,9 +870,10 @@ static void *loop(void *arg)
         api_suggest_reap_parked();
         trim_memory(&last_trim);
         store_sentinel_check();
-        if (err == T_ERR_UNAVAILABLE) {
+        if (err == T_ERR_UNAVAILABLE)
             set_redis_ok(0);
-            /* store_* back off by themselves; don't spin while they do */
+        if (err) {
+            /* store_* back off by themselves, and a lack of memory passes: don't spin meanwhile */
             struct timespec ts = {0, 100 * 1000000};
             nanosleep(&ts, NULL);
         }

@@ -29,6 +29,10 @@ struct sse_event *sse_event_new(const char *name, const char *id, const char *da
 /* A comment line (": ping"), no id. */
 struct sse_event *sse_comment_new(const char *text);
 void sse_event_unref(struct sse_event *ev);
+/* Marks ev, before it is published, as a newer version of the state at its id (the model's
+ * wording of suggestions already pushed): it also reaches streams whose snapshot is at that id,
+ * which skip events at or before it otherwise. */
+void sse_event_mark_update(struct sse_event *ev);
 /* Another reference to ev (events are immutable and shared). */
 struct sse_event *sse_event_ref(struct sse_event *ev);
 
