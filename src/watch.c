@@ -30,6 +30,7 @@
 
 #define WATCH_READ_COUNT 64 /* entries per stream per XREAD: bounds one loop's work */
 #define WATCH_BAD_KEY_RETRY_NS 5000000000u /* a key that is not a stream is looked at again after */
+#define WATCH_PROBE_NS 2000000000u /* how often the watched keys' types are checked (probe_keys) */
 
 struct watched {
     char conv[ID_MAX_LEN + 1];
@@ -122,6 +123,15 @@ static void snap_refresh(struct watched *w)
     size_t max = sizeof w->snap / sizeof *w->snap;
     w->n_snap += watch_build_events(&alerts_only, w->conv, w->cache_id, NULL, w->snap + w->n_snap, max - w->n_snap);
     w->snap_gen = w->cache_gen;
+}
+
+/* Caller holds lock. Forgets w's answers: the next GET or stream asks Redis. */
+static void cache_drop(struct watched *w)
+{
+    watch_answers_cleanup(&w->cache);
+    w->cache_id[0] = '\0';
+    w->cache_gen++;
+    snap_clear(w);
 }
 
 static int cache_current(const struct watched *w)
@@ -285,10 +295,8 @@ void watch_prime(const char *conv, const struct watch_answers *a, const char *ba
 void watch_invalidate(void)
 {
     pthread_mutex_lock(&lock);
-    for (struct watched *w = list; w; w = w->next) {
-        w->cache_id[0] = '\0';
-        w->cache_gen++;
-    }
+    for (struct watched *w = list; w; w = w->next)
+        cache_drop(w);
     pthread_mutex_unlock(&lock);
 }
 
@@ -520,7 +528,12 @@ static int process(struct store *s, const char *conv, const char *msg_id)
     int err = store_fetch_context_until(s, conv, msg_id, (size_t)cfg->context_messages,
                                         (size_t)cfg->history_entries, &c);
     if (err == T_ERR_CONV_NOT_FOUND) {
-        /* not created yet (focus set early) or deleted: nothing to say, nothing to cache */
+        /* not created yet (focus set early) or deleted: nothing to say, nothing to keep */
+        pthread_mutex_lock(&lock);
+        struct watched *w = find(conv);
+        if (w && w->cache_id[0])
+            cache_drop(w);
+        pthread_mutex_unlock(&lock);
         return T_OK;
     }
     if (err == T_ERR_UNAVAILABLE || err == T_ERR_NOMEM)
@@ -664,43 +677,61 @@ static void heartbeat(uint64_t *last_ping)
     }
 }
 
-/* XREAD refused a key that is not a stream (a connector's mistake): TYPE each key of the round
- * and leave the wrong ones out for WATCH_BAD_KEY_RETRY_NS, so the others keep their events. */
-static int skip_non_streams(struct store *s, char (*keys)[320], size_t n)
+/* TYPE of every watched messages key, in one round trip: a key that is gone (the conversation
+ * was deleted, perhaps to erase it) drops the cached answers, which would otherwise be served
+ * until the next message that never comes; a key that is not a stream (a connector's mistake;
+ * XREAD refuses the whole call for it) is left out of XREAD for WATCH_BAD_KEY_RETRY_NS, so the
+ * others keep their events. Run now and then, and when XREAD says WRONGTYPE. */
+static int probe_keys(struct store *s)
 {
-    int *argcs = calloc(n, sizeof *argcs);
-    const char ***argvs = calloc(n, sizeof *argvs);
-    const char **args = calloc(2 * n, sizeof *args);
-    const size_t **lens = calloc(n, sizeof *lens);
-    struct redisReply **rep = calloc(n, sizeof *rep);
+    pthread_mutex_lock(&lock);
+    size_t n = n_watched, i = 0;
+    char(*keys)[320] = calloc(n ? n : 1, sizeof *keys);
+    for (struct watched *w = list; keys && w && i < n; w = w->next, i++)
+        store_key_conv(keys[i], sizeof keys[i], w->conv, "msgs");
+    pthread_mutex_unlock(&lock);
+    n = i;
+    int *argcs = calloc(n ? n : 1, sizeof *argcs);
+    const char ***argvs = calloc(n ? n : 1, sizeof *argvs);
+    const char **args = calloc(2 * n + 1, sizeof *args);
+    const size_t **lens = calloc(n ? n : 1, sizeof *lens);
+    struct redisReply **rep = calloc(n ? n : 1, sizeof *rep);
     int err = T_ERR_NOMEM;
-    if (argcs && argvs && args && lens && rep) {
-        for (size_t i = 0; i < n; i++) {
+    if (keys && argcs && argvs && args && lens && rep) {
+        for (i = 0; i < n; i++) {
             args[2 * i] = "TYPE";
             args[2 * i + 1] = keys[i];
             argcs[i] = 2;
             argvs[i] = &args[2 * i];
         }
-        err = store_pipeline(s, n, argcs, argvs, lens, rep);
+        err = n ? store_pipeline(s, n, argcs, argvs, lens, rep) : T_OK;
     }
     uint64_t until = clock_mono_ns() + WATCH_BAD_KEY_RETRY_NS;
-    for (size_t i = 0; !err && i < n; i++) {
+    for (i = 0; !err && i < n; i++) {
         const struct redisReply *t = rep[i];
         char conv[ID_MAX_LEN + 1];
-        if (t->type != REDIS_REPLY_STATUS || !strcmp(t->str, "stream") || !strcmp(t->str, "none") ||
-            conv_of_key(keys[i], conv) != 0)
+        int gone = t->type == REDIS_REPLY_STATUS && !strcmp(t->str, "none");
+        int wrong = t->type == REDIS_REPLY_STATUS && !gone && strcmp(t->str, "stream") != 0;
+        if ((!gone && !wrong) || conv_of_key(keys[i], conv) != 0)
             continue;
-        atomic_fetch_add(&stat_errors, 1);
-        log_warn("watch_not_a_stream", "conv=%s type=%s", conv, t->str);
         pthread_mutex_lock(&lock);
         struct watched *w = find(conv);
-        if (w)
+        if (w && gone && w->cache_id[0]) {
+            cache_drop(w);
+            log_info("watch_conversation_gone", "conv=%s", conv);
+        }
+        if (w && wrong) {
+            if (w->skip_until_ns <= clock_mono_ns())
+                log_warn("watch_not_a_stream", "conv=%s type=%s", conv, t->str);
             w->skip_until_ns = until;
+        }
         pthread_mutex_unlock(&lock);
+        if (wrong)
+            atomic_fetch_add(&stat_errors, 1);
     }
-    for (size_t i = 0; !err && i < n; i++)
+    for (i = 0; !err && i < n; i++)
         store_reply_free(rep[i]);
-    free(argcs), free(argvs), free(args), free(lens), free(rep);
+    free(keys), free(argcs), free(argvs), free(args), free(lens), free(rep);
     return err;
 }
 
@@ -798,11 +829,10 @@ static int read_round(struct store *s, unsigned long *gen)
     blocked = 0;
     pthread_mutex_unlock(&lock);
     free(argv);
+    free(keys);
     free(ids);
-    if (err) {
-        free(keys);
+    if (err)
         return err;
-    }
     if (r->type == REDIS_REPLY_ERROR) {
         /* UNBLOCKED (our own wake-up) is normal; WRONGTYPE names no key, so find the ones that
          * are not streams and leave them out for a while; anything else is logged and retried */
@@ -810,13 +840,11 @@ static int read_round(struct store *s, unsigned long *gen)
         int wrongtype = strncmp(r->str, "WRONGTYPE", 9) == 0;
         store_reply_free(r);
         if (wrongtype)
-            err = skip_non_streams(s, keys, n);
-        else if (!normal)
+            return probe_keys(s);
+        if (!normal)
             log_warn("watch_xread_error", "%s", "");
-        free(keys);
-        return normal ? T_OK : wrongtype ? err : T_ERR_UNAVAILABLE;
+        return normal ? T_OK : T_ERR_UNAVAILABLE;
     }
-    free(keys);
     set_redis_ok(1);
     /* [[key, [[id, fields], ...]], ...] */
     for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
@@ -857,7 +885,7 @@ static void *loop(void *arg)
     }
     store_set_timeout(s, (unsigned)(WATCH_BLOCK_MS + gapp->cfg->redis_timeout_ms));
     unsigned long gen = (unsigned long)-1;
-    uint64_t last_ping = clock_mono_ns(), last_trim = last_ping;
+    uint64_t last_ping = clock_mono_ns(), last_trim = last_ping, last_probe = last_ping;
     for (;;) {
         pthread_mutex_lock(&lock);
         int go = running;
@@ -865,6 +893,10 @@ static void *loop(void *arg)
         if (!go)
             break;
         int err = read_round(s, &gen);
+        if (!err && clock_mono_ns() - last_probe >= WATCH_PROBE_NS) {
+            last_probe = clock_mono_ns();
+            err = probe_keys(s);
+        }
         heartbeat(&last_ping);
         sse_reap_disconnected();
         api_suggest_reap_parked();

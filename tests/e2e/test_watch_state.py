@@ -2,6 +2,8 @@
 
 * a key of the wrong type (a connector's mistake) neither spins the loop nor stalls the other
   conversations' events: a string `meta` reads as no meta, a string `msgs` is left out of XREAD;
+* a deleted conversation (its messages stream gone, e.g. erased) is no longer served from the
+  cached answers of a watched conversation;
 * a KB reload (SIGHUP) reaches the cached fast path and new streams' snapshots at once, not at
   the next message;
 * a stream opened while the loop is behind (it computes and primes the cache itself) does not
@@ -91,6 +93,30 @@ class WatchStateTest(unittest.TestCase):
         self.assertFalse(any(b.event == "status" for b in seen),
                          "a key of the wrong type was reported as Redis being unavailable")
         wait_until(lambda: "watch_not_a_stream" in self.srv.log_text(), 3 * SLOW, what="the warning")
+
+    def test_a_deleted_conversation_is_not_served_from_the_cache(self):
+        self.start()
+        self.xadd("gone", "where is my refund, I am Anna Svensson")
+        self.focus("gone")
+        s = self.stream("gone")
+        for what in ("suggestions", "summary"):
+            self.assertEqual(self.srv.request("GET", "/v1/conversations/gone/%s" % what).status, 200)
+        self.redis.cmd("DEL", "tandem:conv:{gone}:msgs")
+
+        def all_404():
+            return all(self.srv.request("GET", "/v1/conversations/gone/%s" % what).status == 404
+                       for what in ("suggestions", "summary", "context"))
+        wait_until(all_404, 5 * SLOW, interval=0.1, what="404 for the deleted conversation")
+        r = self.srv.request("GET", "/v1/focus/suggestions/1?format=text")
+        self.assertEqual(r.status, 404, r)
+        late = SSEClient(self.srv, "gone")
+        self.addCleanup(late.close)
+        self.assertEqual(late.status, 404)
+        # written again: served again, live
+        eid = self.xadd("gone", "hello again")
+        s.read_until(lambda b: b.event == "suggestions" and b.id == eid, timeout=3 * SLOW,
+                     what="the new message's event")
+        self.assertEqual(self.srv.request("GET", "/v1/conversations/gone/suggestions").status, 200)
 
     def test_kb_reload_reaches_the_cached_answers(self):
         self.start()
