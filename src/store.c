@@ -492,7 +492,7 @@ static const char *dup_reply(struct context *c, const redisReply *r)
     return context_strdup_utf8(&c->arena, r->str, r->len);
 }
 
-static int kv_from_hash(struct context *c, const redisReply *r, struct ctx_kv **out, size_t *n)
+int store_kv_from_hash(struct arena *a, const struct redisReply *r, struct ctx_kv **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -501,15 +501,15 @@ static int kv_from_hash(struct context *c, const redisReply *r, struct ctx_kv **
     size_t pairs = r->elements / 2;
     if (!pairs)
         return T_OK;
-    struct ctx_kv *kv = arena_alloc(&c->arena, pairs * sizeof *kv);
+    struct ctx_kv *kv = arena_alloc(a, pairs * sizeof *kv);
     if (!kv)
         return T_ERR_NOMEM;
     for (size_t i = 0; i < pairs; i++) {
         const redisReply *k = r->element[2 * i], *v = r->element[2 * i + 1];
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
             continue;
-        kv[*n].key = dup_reply(c, k);
-        kv[*n].value = dup_reply(c, v);
+        kv[*n].key = context_strdup_utf8(a, k->str, k->len);
+        kv[*n].value = context_strdup_utf8(a, v->str, v->len);
         if (!kv[*n].key || !kv[*n].value)
             return T_ERR_NOMEM;
         (*n)++;
@@ -682,7 +682,7 @@ int store_fetch_context_until(struct store *s, const char *conv_id, const char *
     }
     err = parse_messages(c, rep[1]);
     if (!err) /* a wrongly typed meta (an error reply) reads as none, like the customer keys */
-        err = kv_from_hash(c, rep[2], &c->meta, &c->n_meta);
+        err = store_kv_from_hash(&c->arena, rep[2], &c->meta, &c->n_meta);
     if (err)
         goto out;
     const char *meta_cust = context_meta(c, "customer_id");
@@ -710,7 +710,7 @@ int store_fetch_context_until(struct store *s, const char *conv_id, const char *
     if (n == 5) {
         /* A wrongly typed customer key degrades to "no profile/history" rather than failing. */
         if (rep[3]->type == REDIS_REPLY_ARRAY)
-            err = kv_from_hash(c, rep[3], &c->profile, &c->n_profile);
+            err = store_kv_from_hash(&c->arena, rep[3], &c->profile, &c->n_profile);
         if (!err && history && rep[4]->type == REDIS_REPLY_ARRAY)
             err = parse_history(c, rep[4]);
     }

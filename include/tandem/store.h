@@ -42,6 +42,11 @@ int store_fetch_context(struct store *s, const char *conv_id, size_t window, siz
 int store_fetch_context_until(struct store *s, const char *conv_id, const char *until_id, size_t window,
                               size_t history, struct context **out);
 
+/* An HGETALL reply as key/value pairs in a (strings cleaned by context_strdup_utf8; non-string
+ * pairs skipped): how the context holds meta and profile, for anyone who must match it.
+ * A non-array reply is no pairs; T_ERR_INTERNAL for an odd array, T_ERR_NOMEM. */
+int store_kv_from_hash(struct arena *a, const struct redisReply *r, struct ctx_kv **out, size_t *n);
+
 /* With a redis-sentinel:// URL: asks the sentinels where the master is and, when it moved, makes
  * every connection reconnect before its next command. Called about once a second (the live
  * loop's tick). No-op for other URL kinds. Thread-safe. */
