@@ -2,9 +2,11 @@
  *
  * Redis keys written here (prefix TANDEM_REDIS_PREFIX, default "tandem:"):
  *   <prefix>conv:{ID}:sugg:<k>:<engine>  STRING, TTL 1 h: "<newest msg id> <state>\n<answer JSON without
- *                                        took_ms>"; <state> = KB fingerprint + memory version, so a
- *                                        KB reload or a memory import invalidates it. A repeated call
- *                                        is one round trip (a script reads the newest id and this key).
+ *                                        took_ms>"; <state> = KB fingerprint + memory version + meta
+ *                                        digest, so a KB reload, a memory import or a meta change
+ *                                        (brand, lang, agent...) invalidates it. A repeated call is
+ *                                        one round trip (a script reads the newest id, this key and
+ *                                        the meta). The customer profile (another slot) is not in it.
  *   <prefix>sugg:<SID>                   HASH, TTL 24 h: one suggestion for the feedback endpoint:
  *                                        suggestion_id, conversation_id, based_on, engine, source, rank,
  *                                        score, text, kb_id, title, memory_id (the last three only when
@@ -35,6 +37,7 @@
 #include "tandem/metrics.h"
 #include "tandem/quality.h"
 #include "tandem/store.h"
+#include "tandem/text.h"
 #include "tandem/watch.h"
 
 #include <stdatomic.h>
@@ -74,7 +77,8 @@ int api_suggest_metrics_render(struct buf *out)
 }
 
 
-/* Exists? newest id, cached value. Nil when the conversation has no stream. */
+/* Exists? newest id, cached value, meta fields. Nil when the conversation has no stream.
+ * KEYS: msgs, sugg cache, meta: one hash tag, so one slot in Cluster. */
 static const char cache_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return false end "
     "local m = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) "
@@ -82,7 +86,31 @@ static const char cache_script[] =
     "if #m > 0 then newest = m[1][1] end "
     "local v = redis.call('GET', KEYS[2]) "
     "if not v then v = '' end "
-    "return {newest, v}";
+    "return {newest, v, redis.call('HGETALL', KEYS[3])}";
+
+/* One meta field's share of meta_digest(): FNV-1a over the length-prefixed key and the value,
+ * then a splitmix64 finish so the sum below spreads well. */
+static uint64_t meta_field_hash(const char *key, const char *value)
+{
+    size_t kl = strlen(key);
+    uint64_t h = text_hash(TEXT_HASH_SEED, &kl, sizeof kl);
+    h = text_hash(text_hash(h, key, kl), value, strlen(value));
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
+/* Digest of a conversation's meta for the cache state. A sum, so field order (HGETALL's hash
+ * order, the context's copy) cannot matter; keys are unique, so no two fields cancel. It only
+ * tells one conversation's meta versions apart, it is no security boundary. */
+static uint64_t meta_digest(const struct ctx_kv *kv, size_t n)
+{
+    uint64_t d = n;
+    for (size_t i = 0; i < n; i++)
+        d += meta_field_hash(kv[i].key, kv[i].value);
+    return d;
+}
+
 
 /* HSET + EXPIRE of one suggestion record in one round trip. */
 static const char record_script[] = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
@@ -326,20 +354,22 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
     struct memory *mem = NULL;
     struct context *ctx = NULL;
     int err;
-    char state[64], msgs_key[300], cache_key[300], suffix[64];
+    char state[64], msgs_key[300], meta_key[300], cache_key[300], suffix[64];
     snprintf(suffix, sizeof suffix, "sugg:%zu:%s", k, engine_req);
     if (store_key_conv(msgs_key, sizeof msgs_key, conv_id, "msgs") < 0 ||
+        store_key_conv(meta_key, sizeof meta_key, conv_id, "meta") < 0 ||
         store_key_conv(cache_key, sizeof cache_key, conv_id, suffix) < 0) {
         err = T_ERR_BAD_ID;
         goto out;
     }
-    /* memory first: its version is part of the cache state */
+    /* memory first: its version is part of the cache state, with the KB's and the meta's */
     mem = memory_store_acquire(app_memory(app), s, kb, 0);
-    snprintf(state, sizeof state, "%016llx-%zu", (unsigned long long)kb_fingerprint(kb), memory_version(mem));
+    unsigned long long kb_fp = kb_fingerprint(kb);
+    size_t mem_ver = memory_version(mem);
 
-    const char *argv[6] = {"EVAL", cache_script, "2", msgs_key, cache_key};
+    const char *argv[7] = {"EVAL", cache_script, "3", msgs_key, cache_key, meta_key};
     redisReply *r = NULL;
-    err = store_command(s, &r, 5, argv, NULL);
+    err = store_command(s, &r, 6, argv, NULL);
     if (err)
         goto out;
     if (!r || r->type == REDIS_REPLY_NIL) {
@@ -347,8 +377,13 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
         err = T_ERR_CONV_NOT_FOUND;
         goto out;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_STRING) {
+    /* the script's meta read as the context reads it, so both digests hash the same bytes */
+    struct ctx_kv *meta = NULL;
+    size_t n_meta = 0;
+    int meta_err = r->type == REDIS_REPLY_ARRAY && r->elements == 3
+                       ? store_kv_from_hash(&req->arena, r->element[2], &meta, &n_meta)
+                       : T_ERR_INTERNAL;
+    if (meta_err || r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING) {
         /* e.g. an ACL without EVAL: answer without the shared cache rather than fail */
         log_warn("suggestion_cache_unusable", "type=%d", r->type);
         store_reply_free(r);
@@ -361,6 +396,7 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
     const char *nl = vlen ? memchr(v, '\n', vlen) : NULL;
     if (nl) {
         char head[160];
+        snprintf(state, sizeof state, "%016llx-%zu-%016llx", kb_fp, mem_ver, (unsigned long long)meta_digest(meta, n_meta));
         snprintf(head, sizeof head, "%s %s", newest, state);
         if ((size_t)(nl - v) == strlen(head) && memcmp(v, head, strlen(head)) == 0) {
             json_error_t jerr;
@@ -390,7 +426,13 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
         goto out;
     ans->json = o;
 
-    /* cache (keyed by the newest id the context saw) and per-suggestion records */
+    /* cache (keyed by the newest id and the meta the context saw) and per-suggestion records.
+     * The meta digest is the context's, not the script's: when the meta changed between the
+     * two, the entry still names exactly what the answer was computed from, so a later read
+     * whose meta differs misses (a recompute) and one whose meta matches gets the right answer;
+     * even a change and a change back (A, B, A) cannot pair B's answer with A. */
+    snprintf(state, sizeof state, "%016llx-%zu-%016llx", kb_fp, mem_ver,
+             (unsigned long long)meta_digest(ctx->meta, ctx->n_meta));
     char *body = json_serialize(o, JSON_COMPACT);
     if (body) {
         struct buf cv;

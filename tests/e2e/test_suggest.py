@@ -129,7 +129,7 @@ class SuggestTest(TandemTestCase):
         # (commandstats also counts the commands the script runs); no context fetch, no writes
         cmds = self.redis.commands_since_reset()
         cmds.pop("ping", None)
-        self.assertEqual(cmds, {"eval": 1, "exists": 1, "xrevrange": 1, "get": 1})
+        self.assertEqual(cmds, {"eval": 1, "exists": 1, "xrevrange": 1, "get": 1, "hgetall": 1})
         # each suggestion is stored by id for feedback, with a 24 h TTL
         sid = first["suggestions"][0]["id"]
         rec = self.redis.cmd("HGETALL", PREFIX + "sugg:" + sid)
@@ -223,6 +223,64 @@ class SuggestTest(TandemTestCase):
         ids = [s["kb_id"] for s in self.suggest("e2e-payout-b", "?k=10").json["suggestions"]]
         self.assertEqual(ids[0], "merchant-payout")
         self.assertNotIn("contact-human", ids)
+
+    def cache_hits(self):
+        r = self.srv.request("GET", "/metrics")
+        self.assertEqual(r.status, 200, r)
+        for line in r.text.splitlines():
+            if line.startswith('tandem_suggestions_total{cache="hit"} '):
+                return float(line.rpartition(" ")[2])
+        self.fail("no cache hit counter in /metrics")
+
+    def test_meta_change_invalidates_cache(self):
+        # the reviewer's reproduction: no brand yet, so the lumenpay-only entry is suggested
+        add_conv(self.redis, "e2e-meta-brand",
+                 [("customer", "I want to talk to a real person, a human agent please")])
+        first = self.suggest("e2e-meta-brand")
+        self.assertEqual(first.status, 200, first)
+        self.assertEqual(first.json["suggestions"][0]["kb_id"], "contact-human")
+        self.assertIn("[first name]", first.json["suggestions"][0]["text"])
+        # the connector learns brand and customer; no new message
+        self.redis.cmd("HSET", PREFIX + "conv:{e2e-meta-brand}:meta",
+                       "brand", "lumenpay-business", "customer_id", "lp-c-1001")
+        hits = self.cache_hits()
+        second = self.suggest("e2e-meta-brand")
+        self.assertEqual(second.status, 200, second)
+        self.assertEqual(self.cache_hits(), hits)  # recomputed, not served from the cache
+        ids = [s["kb_id"] for s in second.json["suggestions"]]
+        self.assertNotIn("contact-human", ids)
+        # the same answer as a request that never hit the old cache entry (another k)
+        fresh = self.suggest("e2e-meta-brand", "?k=4").json
+        self.assertEqual(ids, [s["kb_id"] for s in fresh["suggestions"]][:len(ids)])
+        # and back: the first answer's brand scope again, recomputed once more
+        self.redis.cmd("HDEL", PREFIX + "conv:{e2e-meta-brand}:meta", "brand", "customer_id")
+        third = self.suggest("e2e-meta-brand").json
+        self.assertEqual(third["suggestions"][0]["kb_id"], "contact-human")
+        self.assertEqual(self.cache_hits(), hits)
+
+    def test_meta_unchanged_cache_hit(self):
+        # one field not valid UTF-8: the context cleans it, the script's copy must digest the same
+        meta = [("brand", "lumenpay"), ("customer_id", "lp-c-1001"), ("agent_name", "Mia"),
+                ("subject", b"caf\xe9 \x00 human")]
+        add_conv(self.redis, "e2e-meta-same", [("customer", "I want to talk to a real person, a human agent please")])
+        key = PREFIX + "conv:{e2e-meta-same}:meta"
+        self.redis.cmd("HSET", key, *[x for kv in meta for x in kv])
+        first = self.suggest("e2e-meta-same").json
+        self.assertIn("Mia", first["suggestions"][0]["text"])
+        # the same meta written again, fields in the other order: still the same state
+        self.redis.cmd("DEL", key)
+        self.redis.cmd("HSET", key, *[x for kv in reversed(meta) for x in kv])
+        hits = self.cache_hits()
+        self.redis.reset_stats()
+        second = self.suggest("e2e-meta-same")
+        self.assertEqual(second.status, 200, second)
+        # still one round trip: the script (and the commands it runs), no context fetch, no writes
+        # (read before /metrics, which reads Redis itself)
+        cmds = self.redis.commands_since_reset()
+        cmds.pop("ping", None)
+        self.assertEqual(cmds, {"eval": 1, "exists": 1, "xrevrange": 1, "get": 1, "hgetall": 1})
+        self.assertEqual(second.json["suggestions"], first["suggestions"])
+        self.assertEqual(self.cache_hits(), hits + 1)
 
     # -- reply memory --------------------------------------------------------------------------
 
