@@ -43,6 +43,7 @@ int api_events(struct request *req)
             sse_event_unref(evs[i]);
         return T_OK;
     }
+    uint64_t meta_digest = 0;
     if (!watch_cached(id, &a, based_on)) {
         struct store *s = store_thread();
         struct context *c = NULL;
@@ -50,6 +51,7 @@ int api_events(struct request *req)
                 : T_ERR_NOMEM;
         if (!err) {
             err = app->compute(app, c, &a, WATCH_ALL);
+            meta_digest = context_meta_digest(c->meta, c->n_meta);
             snprintf(based_on, sizeof based_on, "%s", c->newest_id[0] ? c->newest_id : "0-0");
         }
         context_free(c);
@@ -64,7 +66,7 @@ int api_events(struct request *req)
     if (!last || !*last || context_stream_id_cmp(last, based_on) < 0)
         n = watch_build_events(&a, id, based_on, NULL, evs, SNAPSHOT_MAX_EVENTS);
     sse_start(sub, based_on, evs, n); /* the conversation is watched from here on */
-    watch_prime(id, &a, based_on);
+    watch_prime(id, &a, based_on, meta_digest);
     for (size_t i = 0; i < n; i++)
         sse_event_unref(evs[i]);
     watch_answers_cleanup(&a);

@@ -88,30 +88,6 @@ static const char cache_script[] =
     "if not v then v = '' end "
     "return {newest, v, redis.call('HGETALL', KEYS[3])}";
 
-/* One meta field's share of meta_digest(): FNV-1a over the length-prefixed key and the value,
- * then a splitmix64 finish so the sum below spreads well. */
-static uint64_t meta_field_hash(const char *key, const char *value)
-{
-    size_t kl = strlen(key);
-    uint64_t h = text_hash(TEXT_HASH_SEED, &kl, sizeof kl);
-    h = text_hash(text_hash(h, key, kl), value, strlen(value));
-    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
-    return h ^ (h >> 31);
-}
-
-/* Digest of a conversation's meta for the cache state. A sum, so field order (HGETALL's hash
- * order, the context's copy) cannot matter; keys are unique, so no two fields cancel. It only
- * tells one conversation's meta versions apart, it is no security boundary. */
-static uint64_t meta_digest(const struct ctx_kv *kv, size_t n)
-{
-    uint64_t d = n;
-    for (size_t i = 0; i < n; i++)
-        d += meta_field_hash(kv[i].key, kv[i].value);
-    return d;
-}
-
-
 /* HSET + EXPIRE of one suggestion record in one round trip. */
 static const char record_script[] = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
                                     "redis.call('EXPIRE', KEYS[1], ARGV[1]) return 1";
@@ -396,7 +372,7 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
     const char *nl = vlen ? memchr(v, '\n', vlen) : NULL;
     if (nl) {
         char head[160];
-        snprintf(state, sizeof state, "%016llx-%zu-%016llx", kb_fp, mem_ver, (unsigned long long)meta_digest(meta, n_meta));
+        snprintf(state, sizeof state, "%016llx-%zu-%016llx", kb_fp, mem_ver, (unsigned long long)context_meta_digest(meta, n_meta));
         snprintf(head, sizeof head, "%s %s", newest, state);
         if ((size_t)(nl - v) == strlen(head) && memcmp(v, head, strlen(head)) == 0) {
             json_error_t jerr;
@@ -432,7 +408,7 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
      * whose meta differs misses (a recompute) and one whose meta matches gets the right answer;
      * even a change and a change back (A, B, A) cannot pair B's answer with A. */
     snprintf(state, sizeof state, "%016llx-%zu-%016llx", kb_fp, mem_ver,
-             (unsigned long long)meta_digest(ctx->meta, ctx->n_meta));
+             (unsigned long long)context_meta_digest(ctx->meta, ctx->n_meta));
     char *body = json_serialize(o, JSON_COMPACT);
     if (body) {
         struct buf cv;

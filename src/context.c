@@ -2,6 +2,7 @@
 #include "tandem/context.h"
 #include "tandem/json_io.h"
 #include "tandem/error.h"
+#include "tandem/text.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -269,4 +270,26 @@ int context_render_json(const struct context *c, struct buf *out)
     int err = buf_puts(out, s);
     free(s);
     return err;
+}
+
+/* One meta field's share of context_meta_digest(): FNV-1a over the length-prefixed key and
+ * the value, then a splitmix64 finish so the sum spreads well. */
+static uint64_t meta_field_hash(const char *key, const char *value)
+{
+    size_t kl = strlen(key);
+    uint64_t h = text_hash(TEXT_HASH_SEED, &kl, sizeof kl);
+    h = text_hash(text_hash(h, key, kl), value, strlen(value));
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
+/* A sum, so field order (HGETALL's hash order, the context's copy) cannot matter; keys are
+ * unique, so no two fields cancel. */
+uint64_t context_meta_digest(const struct ctx_kv *kv, size_t n)
+{
+    uint64_t d = n;
+    for (size_t i = 0; i < n; i++)
+        d += meta_field_hash(kv[i].key, kv[i].value);
+    return d;
 }

@@ -45,6 +45,7 @@ struct watched {
     char *sugg_json, *sum_json;  /* the first WATCH_EVENT_K suggestions and the summary,
                                     serialized, at snap_gen */
     size_t sugg_len, sum_len;
+    uint64_t meta_digest;        /* of the meta the cached answers were computed with */
     json_t *pushed_alerts;       /* what the loop pushed (or found on the first load): a new
                                     message's alerts are new against these, never against a
                                     cache a stream primed out of turn */
@@ -273,7 +274,7 @@ void watch_set_focus(const char *conv)
         wake_reader();
 }
 
-void watch_prime(const char *conv, const struct watch_answers *a, const char *based_on)
+void watch_prime(const char *conv, const struct watch_answers *a, const char *based_on, uint64_t meta_digest)
 {
     pthread_mutex_lock(&lock);
     struct watched *w = find(conv);
@@ -284,6 +285,7 @@ void watch_prime(const char *conv, const struct watch_answers *a, const char *ba
         w->cache.alerts = json_incref(a->alerts);
         snprintf(w->cache_id, sizeof w->cache_id, "%s", based_on);
         w->cache_gen++;
+        w->meta_digest = meta_digest;
         /* a first subscriber's state is where the loop starts from (its last_id): what it
          * computed is what was pushed, to the one stream there is */
         if (!w->pushed_alerts && strcmp(based_on, w->last_id) == 0)
@@ -520,7 +522,10 @@ static void llm_push_start(const char *conv, const char *based_on, struct contex
 
 /* Recomputes conv's state at msg_id (NULL: newest), caches it and publishes events.
  * Returns T_OK, or an error when Redis failed (the caller retries from the same id). */
-static int process(struct store *s, const char *conv, const char *msg_id)
+/* Computes the state at msg_id (or the newest when NULL: a first load, which pushes nothing)
+ * and pushes it. update: the state at an id already pushed, recomputed because the meta
+ * changed; its events also reach streams whose snapshot is at that id. */
+static int process(struct store *s, const char *conv, const char *msg_id, int update)
 {
     const struct config *cfg = gapp->cfg;
     struct context *c = NULL;
@@ -555,6 +560,8 @@ static int process(struct store *s, const char *conv, const char *msg_id)
         /* from here the cached state (the previous message's) is no longer current: a stream
          * opened now must not take it as its snapshot, or it would miss these suggestions */
         n = watch_build_events(&a, conv, id, NULL, evs, 1);
+        for (size_t i = 0; update && i < n; i++)
+            sse_event_mark_update(evs[i]);
         pthread_mutex_lock(&pub_lock);
         pthread_mutex_lock(&lock);
         struct watched *w0 = find(conv);
@@ -593,6 +600,7 @@ static int process(struct store *s, const char *conv, const char *msg_id)
             w->cache.alerts = json_incref(a.alerts);
             memcpy(w->cache_id, id, sizeof id);
             w->cache_gen++;
+            w->meta_digest = context_meta_digest(c->meta, c->n_meta);
         }
         if (!w->last_id[0] || context_stream_id_cmp(id, w->last_id) > 0)
             memcpy(w->last_id, id, sizeof id);
@@ -602,6 +610,8 @@ static int process(struct store *s, const char *conv, const char *msg_id)
         rest.suggestions = NULL;
         n = watch_build_events(&rest, conv, id, prev_alerts, evs, 16);
         for (size_t i = 0; i < n; i++) {
+            if (update)
+                sse_event_mark_update(evs[i]);
             sse_publish(conv, evs[i]);
             sse_event_unref(evs[i]);
         }
@@ -677,42 +687,66 @@ static void heartbeat(uint64_t *last_ping)
     }
 }
 
-/* TYPE of every watched messages key, in one round trip: a key that is gone (the conversation
- * was deleted, perhaps to erase it) drops the cached answers, which would otherwise be served
- * until the next message that never comes; a key that is not a stream (a connector's mistake;
- * XREAD refuses the whole call for it) is left out of XREAD for WATCH_BAD_KEY_RETRY_NS, so the
- * others keep their events. Run now and then, and when XREAD says WRONGTYPE. */
+/* Digest of a conversation's meta from its HGETALL reply, read as the context reads it. */
+static int meta_digest_of(const struct redisReply *r, uint64_t *out)
+{
+    struct arena a;
+    arena_init(&a);
+    struct ctx_kv *kv;
+    size_t n;
+    int err = store_kv_from_hash(&a, r, &kv, &n);
+    if (!err)
+        *out = context_meta_digest(kv, n);
+    arena_cleanup(&a);
+    return err;
+}
+
+/* One round trip over every watched conversation: TYPE of its messages key and its meta.
+ * - A key that is gone (the conversation was deleted, perhaps to erase it) drops the cached
+ *   answers, which would otherwise be served until a next message that never comes.
+ * - A key that is not a stream (a connector's mistake; XREAD refuses the whole call for it) is
+ *   left out of XREAD for WATCH_BAD_KEY_RETRY_NS, so the others keep their events.
+ * - Meta that changed since the cached answers were computed (a connector that writes brand,
+ *   lang or the agent after the first message) has the state recomputed and pushed again.
+ * Run now and then, and when XREAD says WRONGTYPE. */
 static int probe_keys(struct store *s)
 {
     pthread_mutex_lock(&lock);
     size_t n = n_watched, i = 0;
-    char(*keys)[320] = calloc(n ? n : 1, sizeof *keys);
-    for (struct watched *w = list; keys && w && i < n; w = w->next, i++)
-        store_key_conv(keys[i], sizeof keys[i], w->conv, "msgs");
+    char(*keys)[2][320] = calloc(n ? n : 1, sizeof *keys);
+    for (struct watched *w = list; keys && w && i < n; w = w->next, i++) {
+        store_key_conv(keys[i][0], sizeof keys[i][0], w->conv, "msgs");
+        store_key_conv(keys[i][1], sizeof keys[i][1], w->conv, "meta");
+    }
     pthread_mutex_unlock(&lock);
     n = i;
-    int *argcs = calloc(n ? n : 1, sizeof *argcs);
-    const char ***argvs = calloc(n ? n : 1, sizeof *argvs);
-    const char **args = calloc(2 * n + 1, sizeof *args);
-    const size_t **lens = calloc(n ? n : 1, sizeof *lens);
-    struct redisReply **rep = calloc(n ? n : 1, sizeof *rep);
+    size_t nc = 2 * n;
+    int *argcs = calloc(nc + 1, sizeof *argcs);
+    const char ***argvs = calloc(nc + 1, sizeof *argvs);
+    const char **args = calloc(2 * nc + 1, sizeof *args);
+    const size_t **lens = calloc(nc + 1, sizeof *lens);
+    struct redisReply **rep = calloc(nc + 1, sizeof *rep);
+    char(*stale)[ID_MAX_LEN + 1 + STREAM_ID_MAX] = calloc(n ? n : 1, sizeof *stale);
+    size_t n_stale = 0;
     int err = T_ERR_NOMEM;
-    if (keys && argcs && argvs && args && lens && rep) {
-        for (i = 0; i < n; i++) {
-            args[2 * i] = "TYPE";
-            args[2 * i + 1] = keys[i];
+    if (keys && argcs && argvs && args && lens && rep && stale) {
+        for (i = 0; i < nc; i++) {
+            args[2 * i] = i % 2 ? "HGETALL" : "TYPE";
+            args[2 * i + 1] = keys[i / 2][i % 2];
             argcs[i] = 2;
             argvs[i] = &args[2 * i];
         }
-        err = n ? store_pipeline(s, n, argcs, argvs, lens, rep) : T_OK;
+        err = n ? store_pipeline(s, nc, argcs, argvs, lens, rep) : T_OK;
     }
-    uint64_t until = clock_mono_ns() + WATCH_BAD_KEY_RETRY_NS;
+    uint64_t now = clock_mono_ns();
     for (i = 0; !err && i < n; i++) {
-        const struct redisReply *t = rep[i];
+        const struct redisReply *t = rep[2 * i];
         char conv[ID_MAX_LEN + 1];
+        uint64_t md = 0;
         int gone = t->type == REDIS_REPLY_STATUS && !strcmp(t->str, "none");
         int wrong = t->type == REDIS_REPLY_STATUS && !gone && strcmp(t->str, "stream") != 0;
-        if ((!gone && !wrong) || conv_of_key(keys[i], conv) != 0)
+        int have_md = meta_digest_of(rep[2 * i + 1], &md) == T_OK;
+        if (conv_of_key(keys[i][0], conv) != 0)
             continue;
         pthread_mutex_lock(&lock);
         struct watched *w = find(conv);
@@ -721,17 +755,23 @@ static int probe_keys(struct store *s)
             log_info("watch_conversation_gone", "conv=%s", conv);
         }
         if (w && wrong) {
-            if (w->skip_until_ns <= clock_mono_ns())
+            if (w->skip_until_ns <= now)
                 log_warn("watch_not_a_stream", "conv=%s type=%s", conv, t->str);
-            w->skip_until_ns = until;
+            w->skip_until_ns = now + WATCH_BAD_KEY_RETRY_NS;
+            atomic_fetch_add(&stat_errors, 1);
+        }
+        if (w && !gone && !wrong && have_md && cache_current(w) && md != w->meta_digest) {
+            snprintf(stale[n_stale], sizeof stale[n_stale], "%s", conv);
+            memcpy(stale[n_stale] + ID_MAX_LEN + 1, w->last_id, STREAM_ID_MAX);
+            n_stale++;
         }
         pthread_mutex_unlock(&lock);
-        if (wrong)
-            atomic_fetch_add(&stat_errors, 1);
     }
-    for (i = 0; !err && i < n; i++)
+    for (i = 0; !err && i < nc; i++)
         store_reply_free(rep[i]);
-    free(keys), free(argcs), free(argvs), free(args), free(lens), free(rep);
+    for (i = 0; !err && i < n_stale; i++)
+        err = process(s, stale[i], stale[i] + ID_MAX_LEN + 1, 1);
+    free(keys), free(argcs), free(argvs), free(args), free(lens), free(rep), free(stale);
     return err;
 }
 
@@ -752,7 +792,7 @@ static int read_round(struct store *s, unsigned long *gen)
         pthread_mutex_unlock(&lock);
         if (!pending[0])
             break;
-        int err = process(s, pending, NULL);
+        int err = process(s, pending, NULL, 0);
         if (err) {
             pthread_mutex_lock(&lock);
             struct watched *w = find(pending);
@@ -859,7 +899,7 @@ static int read_round(struct store *s, unsigned long *gen)
             if (ent->type != REDIS_REPLY_ARRAY || ent->elements < 1 || ent->element[0]->type != REDIS_REPLY_STRING)
                 continue;
             const char *id = ent->element[0]->str;
-            err = process(s, conv, id);
+            err = process(s, conv, id, 0);
             if (err) {
                 store_reply_free(r);
                 return err;

@@ -64,6 +64,10 @@ const char *context_role_name(enum msg_role r);
 
 /* Lookups; borrowed strings valid until context_free(); NULL when absent. */
 const char *context_meta(const struct context *c, const char *key);
+/* Digest of a conversation's meta fields (as read by store_kv_from_hash), for caches keyed by
+ * the state an answer was computed from: tells one conversation's meta versions apart, field
+ * order aside. No security boundary. */
+uint64_t context_meta_digest(const struct ctx_kv *kv, size_t n);
 const char *context_profile(const struct context *c, const char *key);
 
 /* Copy of s[0..n) into a, with NUL bytes and invalid UTF-8 replaced by U+FFFD, so the result is

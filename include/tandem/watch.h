@@ -35,8 +35,8 @@ void watch_subscribed(const char *conv, const char *from_id, int subscribed);
 void watch_set_focus(const char *conv);
 
 /* Caches a for conv (when watched and newer than what is cached): a snapshot computed outside
- * the loop, so the loop knows which alerts were already shown. */
-void watch_prime(const char *conv, const struct watch_answers *a, const char *based_on);
+ * the loop (from meta with meta_digest), so the next request or stream need not compute it. */
+void watch_prime(const char *conv, const struct watch_answers *a, const char *based_on, uint64_t meta_digest);
 
 /* Forgets every cached answer (the KB changed): the next request computes afresh. */
 void watch_invalidate(void);

@@ -237,9 +237,11 @@ class CliTest(TandemTestCase):
             self.assertRegex(cp.stdout, r"(?m)^redis +not ready")
         finally:
             self.redis.restart()
-            # the next test needs tandemd reconnected (it backs off by itself)
-            wait_until(lambda: self.srv.request("GET", "/readyz", token=False).status == 200, 15 * SLOW,
-                       what="tandemd ready again")
+            # the next test needs tandemd reconnected (it backs off by itself), on every worker
+            # (new connections spread over them)
+            wait_until(lambda: self.srv.request("GET", "/readyz", token=False).status == 200 and
+                       all(self.srv.request("GET", "/v1/conversations/cli-1/context").status != 503
+                           for _ in range(8)), 15 * SLOW, what="tandemd ready again")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
   conversations' events: a string `meta` reads as no meta, a string `msgs` is left out of XREAD;
 * a deleted conversation (its messages stream gone, e.g. erased) is no longer served from the
   cached answers of a watched conversation;
+* meta written after the first message (brand, agent) reaches the cached answers and the
+  streams without a new message;
 * a KB reload (SIGHUP) reaches the cached fast path and new streams' snapshots at once, not at
   the next message;
 * a stream opened while the loop is behind (it computes and primes the cache itself) does not
@@ -117,6 +119,27 @@ class WatchStateTest(unittest.TestCase):
         s.read_until(lambda b: b.event == "suggestions" and b.id == eid, timeout=3 * SLOW,
                      what="the new message's event")
         self.assertEqual(self.srv.request("GET", "/v1/conversations/gone/suggestions").status, 200)
+
+    def test_meta_written_later_reaches_cache_and_streams(self):
+        self.start()
+        mid = self.xadd("late-meta", "I want to talk to a real person, a human agent please")
+        self.focus("late-meta")
+        s = self.stream("late-meta")
+        r = self.srv.request("GET", "/v1/conversations/late-meta/suggestions")
+        self.assertEqual(r.json["suggestions"][0]["kb_id"], "contact-human", r.json)
+        # the connector writes the brand now: contact-human is another brand's entry
+        self.redis.cmd("HSET", "tandem:conv:{late-meta}:meta", "brand", "lumenpay-business")
+        blk = s.read_until(lambda b: b.event == "suggestions", timeout=5 * SLOW,
+                           what="the suggestions recomputed for the new meta")
+        self.assertEqual(blk[-1].id, mid)
+        self.assertNotIn("contact-human", [x["kb_id"] for x in blk[-1].json["suggestions"]])
+        r = self.srv.request("GET", "/v1/conversations/late-meta/suggestions")
+        self.assertNotIn("contact-human", [x["kb_id"] for x in r.json["suggestions"]])
+        r = self.srv.request("GET", "/v1/focus/suggestions/1")
+        self.assertNotEqual(r.json["kb_id"], "contact-human", r.json)
+        # unchanged meta: nothing is pushed again
+        with self.assertRaises(AssertionError):
+            s.read_until(lambda b: b.event == "suggestions", timeout=3)
 
     def test_kb_reload_reaches_the_cached_answers(self):
         self.start()
