@@ -6,7 +6,7 @@ import base64
 import time
 import unittest
 
-from harness import SLOW, TandemTestCase
+from harness import SLOW, TandemTestCase, read_response
 
 
 def chunked(data, size):
@@ -338,6 +338,73 @@ class DefaultBodyLimitTest(TandemTestCase):
         r = self.srv.request("PUT", "/v1/focus", body=ok + b" ",
                              headers={"Content-Type": "application/json"})
         self.assertError(r, 413, "payload_too_large")
+
+
+class FramingTest(TandemTestCase):
+    """Body framing the gate refuses before routing: an unknown transfer coding (501, which
+    libmicrohttpd would wait on forever), Transfer-Encoding with Content-Length (400, the
+    request-smuggling shape). Either way the connection is closed: the body cannot be skipped."""
+
+    HEAD = ("PUT /v1/focus HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n")
+    BODY = b'{"conversation_id":"c-smuggled"}'
+    NEXT = b"GET /v1/focus HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+
+    def setUp(self):
+        super().setUp()
+        self.srv.request("PUT", "/v1/focus", body={"conversation_id": None})
+
+    def answer_then_close(self, head, body=b""):
+        """Sends head + body + a pipelined GET; returns the one response. The server must answer
+        without waiting for more and then close (the GET is never answered)."""
+        data = (self.HEAD + head + "\r\n").encode() + body + self.NEXT
+        data = data.replace(b"{host}", self.srv.base_host.encode()).replace(b"{token}", self.srv.token.encode())
+        s = self.srv.raw_socket(timeout=3 * SLOW)
+        try:
+            s.sendall(data)
+            t0 = time.monotonic()
+            r = read_response(s, method="PUT", timeout=3 * SLOW)
+            self.assertIsNotNone(r, "closed without an answer")
+            self.assertLess(time.monotonic() - t0, 2 * SLOW)
+            try:
+                rest = s.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                rest = b""
+            self.assertEqual(rest, b"", "the connection stayed open and answered the next request")
+            return r
+        finally:
+            s.close()
+
+    def test_unknown_transfer_coding_is_501(self):
+        for te in ("gzip", "deflate", "identity", "gzip, chunked", "chunked, gzip", "x-custom"):
+            with self.subTest(te=te):
+                r = self.answer_then_close("Transfer-Encoding: %s\r\n" % te, self.BODY)
+                self.assertError(r, 501, "not_implemented")
+                self.assertSecurityHeaders(r)
+                self.assertIn("chunked", r.json["error"]["message"])
+        self.assertError(self.srv.request("GET", "/v1/focus"), 404, "no_focus")
+
+    def test_unknown_transfer_coding_on_get(self):
+        r = self.srv.raw("GET /v1/focus HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                         "Transfer-Encoding: gzip\r\n\r\n", timeout=3 * SLOW)
+        self.assertIsNotNone(r, "closed without an answer")
+        self.assertError(r, 501, "not_implemented")
+
+    def test_transfer_encoding_with_content_length_is_400(self):
+        for te, body in (("chunked", chunked(self.BODY, 8)), ("gzip", self.BODY)):
+            with self.subTest(te=te):
+                r = self.answer_then_close("Content-Length: %d\r\nTransfer-Encoding: %s\r\n" % (len(body), te),
+                                           body)
+                self.assertError(r, 400, "bad_request")
+                self.assertSecurityHeaders(r)
+        self.assertError(self.srv.request("GET", "/v1/focus"), 404, "no_focus")
+
+    def test_chunked_alone_still_served(self):
+        r = self.srv.raw((self.HEAD + "Transfer-Encoding: chunked\r\n\r\n").encode() + chunked(self.BODY, 8),
+                         method="PUT")
+        self.assertIsNotNone(r)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.srv.get_json("/v1/focus")["conversation_id"], "c-smuggled")
 
 
 class InvalidIdTest(TandemTestCase):
