@@ -106,7 +106,11 @@ CASES = [
     ("unknown_transfer_coding", (JSON_PUT + "Transfer-Encoding: gzip\r\n\r\n"
                                  '{"conversation_id":"bi-1"}').encode(), 501, "not_implemented"),
     ("duplicate_content_length", (JSON_PUT + "Content-Length: 2\r\nContent-Length: 30\r\n\r\n{}").encode(), 400,
-     None),
+     "bad_request"),
+    ("duplicate_equal_content_length", (JSON_PUT + "Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}").encode(),
+     400, "bad_request"),
+    ("duplicate_authorization", ("GET /v1/conversations/bi-1/context HTTP/1.1\r\n" + H +
+                                 "Authorization: Bearer x\r\n\r\n").encode(), 400, "bad_request"),
     ("negative_content_length", (JSON_PUT + "Content-Length: -1\r\n\r\n{}").encode(), 400, None),
     ("huge_chunk_size", (("PUT /v1/focus HTTP/1.1\r\n" + H + "Content-Type: application/json\r\n"
                           "Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n{}").encode()), "closed", None),

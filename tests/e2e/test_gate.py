@@ -399,6 +399,36 @@ class FramingTest(TandemTestCase):
                 self.assertSecurityHeaders(r)
         self.assertError(self.srv.request("GET", "/v1/focus"), 404, "no_focus")
 
+    def test_repeated_content_length_is_400(self):
+        n = len(self.BODY)
+        for values in ((n, n), (n, 2), (2, n)):
+            with self.subTest(values=values):
+                r = self.answer_then_close("Content-Length: %d\r\nContent-Length: %d\r\n" % values, self.BODY)
+                self.assertError(r, 400, "bad_request")
+                self.assertIn("Content-Length", r.json["error"]["message"])
+        self.assertError(self.srv.request("GET", "/v1/focus"), 404, "no_focus")
+
+    def test_repeated_transfer_encoding_is_400(self):
+        r = self.answer_then_close("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                                   chunked(self.BODY, 8))
+        self.assertError(r, 400, "bad_request")
+
+    def test_repeated_authorization_is_400(self):
+        tok = "Authorization: Bearer %s\r\n" % self.srv.token
+        for second in (tok, "Authorization: Bearer wrong\r\n"):
+            for req in ("GET /v1/focus HTTP/1.1\r\nHost: {host}\r\n" + tok + second + "\r\n",
+                        "GET /healthz HTTP/1.1\r\nHost: {host}\r\n" + second + second + "\r\n"):
+                with self.subTest(req=req.split("\r\n")[0], second=second.strip()[:22]):
+                    r = self.srv.raw(req)
+                    self.assertIsNotNone(r, "closed without an answer")
+                    self.assertError(r, 400, "bad_request")
+                    self.assertIn("Authorization", r.json["error"]["message"])
+        body = '{"conversation_id":"c-twice"}'
+        r = self.srv.raw((self.HEAD.replace("Authorization", "X-Other") + tok + tok +
+                          "Content-Length: %d\r\n\r\n%s" % (len(body), body)), method="PUT")
+        self.assertError(r, 400, "bad_request")
+        self.assertError(self.srv.request("GET", "/v1/focus"), 404, "no_focus")
+
     def test_chunked_alone_still_served(self):
         r = self.srv.raw((self.HEAD + "Transfer-Encoding: chunked\r\n\r\n").encode() + chunked(self.BODY, 8),
                          method="PUT")
