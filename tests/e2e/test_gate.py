@@ -193,6 +193,48 @@ class ConfiguredOriginTest(TandemTestCase):
                 self.assertError(r, 421, "host_not_allowed")
 
 
+class AllowedHostOriginTest(TandemTestCase):
+    """Every allowed Host is also our own origin: the panel served at http://tandem.local:PORT/panel/
+    sends Origin: http://tandem.local:PORT with its calls."""
+
+    @classmethod
+    def server_env(cls):
+        return {"TANDEM_ALLOWED_HOSTS": "tandem.local,[fd00::7],desk-gw:9999"}
+
+    def own(self):
+        p = self.srv.port
+        return [("tandem.local:%d" % p, "http://tandem.local:%d" % p),
+                ("[fd00::7]:%d" % p, "http://[fd00::7]:%d" % p),
+                ("desk-gw:9999", "http://desk-gw:9999"),
+                ("127.0.0.1:%d" % p, "http://127.0.0.1:%d" % p)]
+
+    def test_panel_origin_on_allowed_host(self):
+        for host, origin in self.own():
+            with self.subTest(origin=origin):
+                r = self.srv.request("PUT", "/v1/focus", body={"conversation_id": "c-panel"},
+                                     headers={"Host": host, "Origin": origin})
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.header("Access-Control-Allow-Origin"), origin, r)
+                r = self.srv.request("POST", "/v1/suggestions/sg_0000000000000000/feedback",
+                                     body={"action": "accepted"}, headers={"Host": host, "Origin": origin})
+                self.assertEqual(r.status, 404, r)  # past the gate: an unknown suggestion
+                r = self.srv.request("OPTIONS", "/v1/focus", token=False, headers={
+                    "Host": host, "Origin": origin, "Access-Control-Request-Method": "PUT"})
+                self.assertEqual(r.status, 204, r)
+                self.assertEqual(r.header("Access-Control-Allow-Origin"), origin, r)
+
+    def test_other_forms_still_rejected(self):
+        p = self.srv.port
+        other = p + 1 if p < 65535 else p - 1
+        for origin in ("https://tandem.local:%d" % p, "http://tandem.local", "http://tandem.local:%d" % other,
+                       "http://x.tandem.local:%d" % p, "http://desk-gw:%d" % p, "http://desk-gw",
+                       "http://[fd00::7]", "http://fd00::7:%d" % p, "null"):
+            with self.subTest(origin=origin):
+                r = self.srv.request("PUT", "/v1/focus", body={"conversation_id": "c-evil"},
+                                     headers={"Host": "tandem.local:%d" % p, "Origin": origin})
+                self.assertError(r, 403, "origin_not_allowed")
+
+
 class AuthAndRoutingTest(TandemTestCase):
 
     def test_token_required(self):
