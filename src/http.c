@@ -603,6 +603,28 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
+/* A client going away mid-response (an event stream closed by its tab) is routine. MHD 0.9.75 ends
+ * such messages with the reason ("Failed to send the footers for the request for `URL'. Error: The
+ * socket is no longer available for sending"); matching the end keeps a URL from demoting a real
+ * error. */
+static int is_peer_gone(const char *msg, size_t n)
+{
+    static const char *const reasons[] = {
+        "closed by remote peer",         "reset by remote",
+        "Connection reset by peer",      "The socket is no longer available for sending",
+        "The socket is not connected",   "Socket has been disconnected when reading request",
+        "closed by remote side with incomplete request",
+    };
+    while (n && (msg[n - 1] == '.' || msg[n - 1] == ' '))
+        n--;
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
+        size_t rl = strlen(reasons[i]);
+        if (n >= rl && memcmp(msg + n - rl, reasons[i], rl) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -614,8 +636,7 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
     for (size_t i = 0; i < n; i++)
         if (msg[i] == '\'' || (unsigned char)msg[i] < 0x20)
             msg[i] = ' ';
-    /* a client going away mid-response (an event stream closed by its tab) is routine */
-    if (strstr(msg, "closed by remote peer") || strstr(msg, "reset by remote") || strstr(msg, "Connection reset"))
+    if (is_peer_gone(msg, n))
         log_debug("http_server", "detail='%s'", msg);
     else
         log_warn("http_server", "detail='%s'", msg);
