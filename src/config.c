@@ -375,11 +375,12 @@ static int valid_origin(const char *o)
 
 static int parse_origins(struct config *c, FILE *err)
 {
+    /* our own origin is any Host we answer to (loopback forms and TANDEM_ALLOWED_HOSTS): the
+     * panel served at http://tandem.local:PORT/panel/ sends that as Origin. parse_hosts ran first. */
     char own[320];
-    const char *hostforms[] = {"127.0.0.1", "localhost", "[::1]"};
-    for (int i = 0; i < 3; i++) {
-        int n = snprintf(own, sizeof own, "http://%s:%u", hostforms[i], c->port);
-        if (list_push(&c->origins, &c->n_origins, own, (size_t)n))
+    for (size_t i = 0; i < c->n_hosts; i++) {
+        int n = snprintf(own, sizeof own, "http://%s", c->hosts[i]);
+        if (n < 0 || (size_t)n >= sizeof own || list_push(&c->origins, &c->n_origins, own, (size_t)n))
             return -1;
     }
     char *copy = strdup(c->allowed_origins), *save = NULL;

@@ -28,6 +28,7 @@ static const struct {
     [T_ERR_IO] = {"io_error", "a file or system operation failed", 500},
     [T_ERR_CONFIG] = {"bad_config", "invalid configuration", 500},
     [T_ERR_NOT_FOUND_ITEM] = {"not_found", "the requested item does not exist", 404},
+    [T_ERR_NOT_IMPLEMENTED] = {"not_implemented", "the server does not implement this feature of the request", 501},
 };
 
 static int valid(int err) { return err >= 0 && err < T_ERR__COUNT && errors[err].code; }

@@ -361,20 +361,40 @@ static int gate(struct request *req, const char **message)
     const char *host = header_exact(req, "Host");
     if (!host || !host_allowed(cfg, host))
         return T_ERR_MISDIRECTED;
-    /* 2. Origin: when present, must be allowed ("null" never is) */
+    /* 2. headers whose repeat changes the meaning: MHD reads the first copy, a proxy in front may
+     * read another (two lengths frame the body twice: request smuggling; two tokens). Like Host,
+     * exactly one is accepted. */
+    static const struct {
+        const char *name, *message;
+    } once[] = {{MHD_HTTP_HEADER_CONTENT_LENGTH, "send Content-Length at most once"},
+                {MHD_HTTP_HEADER_TRANSFER_ENCODING, "send Transfer-Encoding at most once"},
+                {MHD_HTTP_HEADER_AUTHORIZATION, "send Authorization at most once"}};
+    for (size_t i = 0; i < sizeof once / sizeof once[0]; i++)
+        if (header_count(req->conn, once[i].name) > 1)
+            return *message = once[i].message, T_ERR_BAD_REQUEST;
+    /* 3. framing: Content-Length or chunked, never both (RFC 9112 6.1, 6.3). MHD 0.9.75 would read
+     * an unknown coding until the client closes (it hangs), and both together is the request
+     * smuggling shape: refuse before anyone reads a byte of the body. */
+    const char *te = http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (te && http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH))
+        return *message = "send Content-Length or Transfer-Encoding, not both", T_ERR_BAD_REQUEST;
+    if (te && strcasecmp(te, "chunked") != 0)
+        return *message = "the only Transfer-Encoding supported is chunked; or send Content-Length",
+               T_ERR_NOT_IMPLEMENTED;
+    /* 4. Origin: when present, must be allowed ("null" never is) */
     unsigned n_origin = header_count(req->conn, "Origin");
     const char *origin = http_header(req, "Origin");
     if (n_origin > 1 || (origin && (!header_exact(req, "Origin") || !origin_allowed(cfg, origin))))
         return T_ERR_FORBIDDEN_ORIGIN;
-    /* 3. route (needed for auth flags and preflight) */
+    /* 5. route (needed for auth flags and preflight) */
     int path_known;
     req->route = match_route(req, &path_known);
     if (req->oom)
         return T_ERR_NOMEM;
-    /* 4. preflight: no token (browsers send none), answered by the caller */
+    /* 6. preflight: no token (browsers send none), answered by the caller */
     if (req->method == HTTP_OPTIONS)
         return path_known ? T_OK : T_ERR_NOT_FOUND;
-    /* 5. token for everything under /v1/ (known path or not: don't reveal the API to strangers) */
+    /* 7. token for everything under /v1/ (known path or not: don't reveal the API to strangers) */
     int is_v1 = strncmp(req->path, "/v1/", 4) == 0 || strcmp(req->path, "/v1") == 0;
     if (is_v1 || (req->route && !(req->route->flags & ROUTE_NO_AUTH))) {
         if (!authorized(req))
@@ -384,14 +404,14 @@ static int gate(struct request *req, const char **message)
         return T_ERR_NOT_FOUND;
     if (!req->route)
         return T_ERR_METHOD;
-    /* 6. bodies: JSON (or NDJSON) only, so a cross-site <form> can never reach a handler */
+    /* 8. bodies: JSON (or NDJSON) only, so a cross-site <form> can never reach a handler */
     if (req->method & (HTTP_POST | HTTP_PUT | HTTP_PATCH)) {
         const char *want = (req->route->flags & ROUTE_NDJSON) ? "application/x-ndjson" : "application/json";
         if (!media_type_is(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE), want))
             return *message = (req->route->flags & ROUTE_NDJSON) ? "send the body as application/x-ndjson" : NULL,
                    T_ERR_MEDIA_TYPE;
     }
-    /* 7. declared size */
+    /* 9. declared size */
     const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
     /* bulk imports (NDJSON) have their own, larger cap: TANDEM_MAX_TRANSCRIPTS_BODY */
     size_t cap = req->route->max_body                 ? req->route->max_body
@@ -517,9 +537,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (err) {
             req->body_error = err;
             req->reject_message = message;
-            /* a body is coming that we will not read: answer now (MHD then closes) */
-            if (http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH) || http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+            /* a body is coming that we will not read: answer now and close, since what follows on
+             * the connection is that body (or, with bad framing, bytes of unknown meaning) */
+            if (http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH) ||
+                http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+                http_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
                 return answer_error(req, err, message);
+            }
         }
         return MHD_YES;
     }
@@ -579,6 +603,28 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
+/* A client going away mid-response (an event stream closed by its tab) is routine. MHD 0.9.75 ends
+ * such messages with the reason ("Failed to send the footers for the request for `URL'. Error: The
+ * socket is no longer available for sending"); matching the end keeps a URL from demoting a real
+ * error. */
+static int is_peer_gone(const char *msg, size_t n)
+{
+    static const char *const reasons[] = {
+        "closed by remote peer",         "reset by remote",
+        "Connection reset by peer",      "The socket is no longer available for sending",
+        "The socket is not connected",   "Socket has been disconnected when reading request",
+        "closed by remote side with incomplete request",
+    };
+    while (n && (msg[n - 1] == '.' || msg[n - 1] == ' '))
+        n--;
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
+        size_t rl = strlen(reasons[i]);
+        if (n >= rl && memcmp(msg + n - rl, reasons[i], rl) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -590,8 +636,7 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
     for (size_t i = 0; i < n; i++)
         if (msg[i] == '\'' || (unsigned char)msg[i] < 0x20)
             msg[i] = ' ';
-    /* a client going away mid-response (an event stream closed by its tab) is routine */
-    if (strstr(msg, "closed by remote peer") || strstr(msg, "reset by remote") || strstr(msg, "Connection reset"))
+    if (is_peer_gone(msg, n))
         log_debug("http_server", "detail='%s'", msg);
     else
         log_warn("http_server", "detail='%s'", msg);

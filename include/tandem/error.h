@@ -26,6 +26,7 @@ enum tandem_err {
     T_ERR_IO,               /* 500 file or system call failed */
     T_ERR_CONFIG,           /* bad configuration value (start-up only) */
     T_ERR_NOT_FOUND_ITEM,   /* 404 a named item (suggestion, entry) does not exist */
+    T_ERR_NOT_IMPLEMENTED,  /* 501 a protocol feature we do not support (a transfer coding) */
     T_ERR__COUNT
 };
 

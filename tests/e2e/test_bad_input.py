@@ -102,9 +102,15 @@ CASES = [
     ("overlong_utf8_in_path_raw", b"GET /v1/conversations/\xc0\xae\xc0\xae/context HTTP/1.1\r\n" + H.encode() +
      b"\r\n", 400, "invalid_id"),
     ("smuggling_cl_and_te", (JSON_PUT + "Content-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-                             '{"conversation_id":"bi-1"}').encode(), 400, "invalid_json"),
+                             '{"conversation_id":"bi-1"}').encode(), 400, "bad_request"),
+    ("unknown_transfer_coding", (JSON_PUT + "Transfer-Encoding: gzip\r\n\r\n"
+                                 '{"conversation_id":"bi-1"}').encode(), 501, "not_implemented"),
     ("duplicate_content_length", (JSON_PUT + "Content-Length: 2\r\nContent-Length: 30\r\n\r\n{}").encode(), 400,
-     None),
+     "bad_request"),
+    ("duplicate_equal_content_length", (JSON_PUT + "Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}").encode(),
+     400, "bad_request"),
+    ("duplicate_authorization", ("GET /v1/conversations/bi-1/context HTTP/1.1\r\n" + H +
+                                 "Authorization: Bearer x\r\n\r\n").encode(), 400, "bad_request"),
     ("negative_content_length", (JSON_PUT + "Content-Length: -1\r\n\r\n{}").encode(), 400, None),
     ("huge_chunk_size", (("PUT /v1/focus HTTP/1.1\r\n" + H + "Content-Type: application/json\r\n"
                           "Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n{}").encode()), "closed", None),
@@ -239,16 +245,17 @@ class BadInputTest(TandemTestCase):
         self.assertEqual(r.status, 200, r)
 
     def test_smuggled_request_is_not_split_by_content_length(self):
-        # Content-Length and Transfer-Encoding together: the chunked framing wins (RFC 9112
-        # 6.3), so the bytes after the empty chunk are a second request of their own, not the
-        # tail of a body; the JSON after it is then not a body either.
+        # Content-Length and Transfer-Encoding together: refused (400) and the connection
+        # closed (RFC 9112 6.3), so the bytes after the headers are neither a body nor a second
+        # request that one parser sees and another does not.
         data = (JSON_PUT + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
                 "GET /v1/focus HTTP/1.1\r\n" + H + "\r\n")
         data = data.replace("{host}", self.srv.base_host).replace("{token}", self.srv.token).encode()
         before = self.snapshot()
         got = self.srv.raw_exchange(data, timeout=2 * SLOW)
         statuses = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)]
-        self.assertEqual(statuses, [400, 404], got[:400])  # empty body; then no focus
+        self.assertEqual(statuses, [400], got[:400])  # the framing; nothing after it is read
+        self.assertIn(b'"bad_request"', got)
         self.assertNoWrites(before, "smuggling")
 
     def test_long_customer_turn_imports(self):

@@ -1154,6 +1154,33 @@ class BigEventsTest(EventsBase):
         self.check_slow_consumer(lambda i: "Where is my refund? (%d)" % i, batch=8)
 
 
+class DisconnectLogTest(EventsBase):
+    """Subscribers that close their tab are routine: libmicrohttpd's "Failed to send ... The
+    socket is no longer available for sending" about them is logged at debug, not warn."""
+
+    @classmethod
+    def server_env(cls):
+        return {"TANDEM_LOG_LEVEL": "debug"}
+
+    def mhd_records(self, level):
+        return [r for r in self.srv.log_records() if r.get("msg") == "http_server" and r.get("level") == level]
+
+    def test_closed_streams_are_not_warnings(self):
+        conv = new_conv("gone")
+        first = self.xadd(conv, "hello")
+        subs0 = self.metric("tandem_sse_subscribers")
+        clients = [self.open_ok(conv) for _ in range(4)]
+        for c in clients:
+            self.read_snapshot(c, first)
+            c.close()  # FIN: the server learns it only when it writes the next event
+        self.xadd(conv, "anyone there?")
+        wait_until(lambda: self.metric("tandem_sse_subscribers") == subs0, 3 * SLOW,
+                   what="closed subscribers freed")
+        wait_until(lambda: any("no longer available" in r.get("detail", "") for r in self.mhd_records("debug")),
+                   2 * SLOW, what="libmicrohttpd's disconnect message at debug")
+        self.assertEqual(self.mhd_records("warn"), [])
+
+
 class LifecycleTest(unittest.TestCase):
     """Streams at the edges of the process's life."""
 

@@ -6,7 +6,7 @@ import base64
 import time
 import unittest
 
-from harness import SLOW, TandemTestCase
+from harness import SLOW, TandemTestCase, read_response
 
 
 def chunked(data, size):
@@ -193,6 +193,48 @@ class ConfiguredOriginTest(TandemTestCase):
                 self.assertError(r, 421, "host_not_allowed")
 
 
+class AllowedHostOriginTest(TandemTestCase):
+    """Every allowed Host is also our own origin: the panel served at http://tandem.local:PORT/panel/
+    sends Origin: http://tandem.local:PORT with its calls."""
+
+    @classmethod
+    def server_env(cls):
+        return {"TANDEM_ALLOWED_HOSTS": "tandem.local,[fd00::7],desk-gw:9999"}
+
+    def own(self):
+        p = self.srv.port
+        return [("tandem.local:%d" % p, "http://tandem.local:%d" % p),
+                ("[fd00::7]:%d" % p, "http://[fd00::7]:%d" % p),
+                ("desk-gw:9999", "http://desk-gw:9999"),
+                ("127.0.0.1:%d" % p, "http://127.0.0.1:%d" % p)]
+
+    def test_panel_origin_on_allowed_host(self):
+        for host, origin in self.own():
+            with self.subTest(origin=origin):
+                r = self.srv.request("PUT", "/v1/focus", body={"conversation_id": "c-panel"},
+                                     headers={"Host": host, "Origin": origin})
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.header("Access-Control-Allow-Origin"), origin, r)
+                r = self.srv.request("POST", "/v1/suggestions/sg_0000000000000000/feedback",
+                                     body={"action": "accepted"}, headers={"Host": host, "Origin": origin})
+                self.assertEqual(r.status, 404, r)  # past the gate: an unknown suggestion
+                r = self.srv.request("OPTIONS", "/v1/focus", token=False, headers={
+                    "Host": host, "Origin": origin, "Access-Control-Request-Method": "PUT"})
+                self.assertEqual(r.status, 204, r)
+                self.assertEqual(r.header("Access-Control-Allow-Origin"), origin, r)
+
+    def test_other_forms_still_rejected(self):
+        p = self.srv.port
+        other = p + 1 if p < 65535 else p - 1
+        for origin in ("https://tandem.local:%d" % p, "http://tandem.local", "http://tandem.local:%d" % other,
+                       "http://x.tandem.local:%d" % p, "http://desk-gw:%d" % p, "http://desk-gw",
+                       "http://[fd00::7]", "http://fd00::7:%d" % p, "null"):
+            with self.subTest(origin=origin):
+                r = self.srv.request("PUT", "/v1/focus", body={"conversation_id": "c-evil"},
+                                     headers={"Host": "tandem.local:%d" % p, "Origin": origin})
+                self.assertError(r, 403, "origin_not_allowed")
+
+
 class AuthAndRoutingTest(TandemTestCase):
 
     def test_token_required(self):
@@ -338,6 +380,103 @@ class DefaultBodyLimitTest(TandemTestCase):
         r = self.srv.request("PUT", "/v1/focus", body=ok + b" ",
                              headers={"Content-Type": "application/json"})
         self.assertError(r, 413, "payload_too_large")
+
+
+class FramingTest(TandemTestCase):
+    """Body framing the gate refuses before routing: an unknown transfer coding (501, which
+    libmicrohttpd would wait on forever), Transfer-Encoding with Content-Length (400, the
+    request-smuggling shape). Either way the connection is closed: the body cannot be skipped."""
+
+    HEAD = ("PUT /v1/focus HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n")
+    BODY = b'{"conversation_id":"c-smuggled"}'
+    NEXT = b"GET /v1/focus HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+
+    def setUp(self):
+        super().setUp()
+        self.srv.request("PUT", "/v1/focus", body={"conversation_id": None})
+
+    def answer_then_close(self, head, body=b""):
+        """Sends head + body + a pipelined GET; returns the one response. The server must answer
+        without waiting for more and then close (the GET is never answered)."""
+        data = (self.HEAD + head + "\r\n").encode() + body + self.NEXT
+        data = data.replace(b"{host}", self.srv.base_host.encode()).replace(b"{token}", self.srv.token.encode())
+        s = self.srv.raw_socket(timeout=3 * SLOW)
+        try:
+            s.sendall(data)
+            t0 = time.monotonic()
+            r = read_response(s, method="PUT", timeout=3 * SLOW)
+            self.assertIsNotNone(r, "closed without an answer")
+            self.assertLess(time.monotonic() - t0, 2 * SLOW)
+            try:
+                rest = s.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                rest = b""
+            self.assertEqual(rest, b"", "the connection stayed open and answered the next request")
+            return r
+        finally:
+            s.close()
+
+    def test_unknown_transfer_coding_is_501(self):
+        for te in ("gzip", "deflate", "identity", "gzip, chunked", "chunked, gzip", "x-custom"):
+            with self.subTest(te=te):
+                r = self.answer_then_close("Transfer-Encoding: %s\r\n" % te, self.BODY)
+                self.assertError(r, 501, "not_implemented")
+                self.assertSecurityHeaders(r)
+                self.assertIn("chunked", r.json["error"]["message"])
+        self.assertError(self.srv.request("GET", "/v1/focus"), 404, "no_focus")
+
+    def test_unknown_transfer_coding_on_get(self):
+        r = self.srv.raw("GET /v1/focus HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                         "Transfer-Encoding: gzip\r\n\r\n", timeout=3 * SLOW)
+        self.assertIsNotNone(r, "closed without an answer")
+        self.assertError(r, 501, "not_implemented")
+
+    def test_transfer_encoding_with_content_length_is_400(self):
+        for te, body in (("chunked", chunked(self.BODY, 8)), ("gzip", self.BODY)):
+            with self.subTest(te=te):
+                r = self.answer_then_close("Content-Length: %d\r\nTransfer-Encoding: %s\r\n" % (len(body), te),
+                                           body)
+                self.assertError(r, 400, "bad_request")
+                self.assertSecurityHeaders(r)
+        self.assertError(self.srv.request("GET", "/v1/focus"), 404, "no_focus")
+
+    def test_repeated_content_length_is_400(self):
+        n = len(self.BODY)
+        for values in ((n, n), (n, 2), (2, n)):
+            with self.subTest(values=values):
+                r = self.answer_then_close("Content-Length: %d\r\nContent-Length: %d\r\n" % values, self.BODY)
+                self.assertError(r, 400, "bad_request")
+                self.assertIn("Content-Length", r.json["error"]["message"])
+        self.assertError(self.srv.request("GET", "/v1/focus"), 404, "no_focus")
+
+    def test_repeated_transfer_encoding_is_400(self):
+        r = self.answer_then_close("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                                   chunked(self.BODY, 8))
+        self.assertError(r, 400, "bad_request")
+
+    def test_repeated_authorization_is_400(self):
+        tok = "Authorization: Bearer %s\r\n" % self.srv.token
+        for second in (tok, "Authorization: Bearer wrong\r\n"):
+            for req in ("GET /v1/focus HTTP/1.1\r\nHost: {host}\r\n" + tok + second + "\r\n",
+                        "GET /healthz HTTP/1.1\r\nHost: {host}\r\n" + second + second + "\r\n"):
+                with self.subTest(req=req.split("\r\n")[0], second=second.strip()[:22]):
+                    r = self.srv.raw(req)
+                    self.assertIsNotNone(r, "closed without an answer")
+                    self.assertError(r, 400, "bad_request")
+                    self.assertIn("Authorization", r.json["error"]["message"])
+        body = '{"conversation_id":"c-twice"}'
+        r = self.srv.raw((self.HEAD.replace("Authorization", "X-Other") + tok + tok +
+                          "Content-Length: %d\r\n\r\n%s" % (len(body), body)), method="PUT")
+        self.assertError(r, 400, "bad_request")
+        self.assertError(self.srv.request("GET", "/v1/focus"), 404, "no_focus")
+
+    def test_chunked_alone_still_served(self):
+        r = self.srv.raw((self.HEAD + "Transfer-Encoding: chunked\r\n\r\n").encode() + chunked(self.BODY, 8),
+                         method="PUT")
+        self.assertIsNotNone(r)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.srv.get_json("/v1/focus")["conversation_id"], "c-smuggled")
 
 
 class InvalidIdTest(TandemTestCase):

@@ -583,6 +583,27 @@ static void test_allowed_origins(void **state)
     assert_false(has_origin(&l.cfg, "null"));
     load_done(&l);
 
+    /* every allowed host is an own origin too (the panel served under that name) */
+    const char *envh[] = {"TANDEM_LISTEN=127.0.0.1:9000", "TANDEM_ALLOWED_HOSTS=Tandem.Local,[fd00::2],gw:9001", NULL};
+    load_run(&l, NULL, envh);
+    assert_int_equal(l.rc, 0);
+    assert_true(has_origin(&l.cfg, "http://tandem.local:9000"));
+    assert_true(has_origin(&l.cfg, "http://[fd00::2]:9000"));
+    assert_true(has_origin(&l.cfg, "http://gw:9001"));
+    assert_true(has_origin(&l.cfg, "http://localhost:9000"));
+    assert_int_equal(l.cfg.n_origins, 6);
+    assert_false(has_origin(&l.cfg, "http://gw:9000"));
+    assert_false(has_origin(&l.cfg, "https://tandem.local:9000"));
+    load_done(&l);
+
+    /* on port 80 a browser omits the port from Origin */
+    const char *env80[] = {"TANDEM_LISTEN=127.0.0.1:80", NULL};
+    load_run(&l, NULL, env80);
+    assert_int_equal(l.rc, 0);
+    assert_true(has_origin(&l.cfg, "http://localhost"));
+    assert_true(has_origin(&l.cfg, "http://[::1]"));
+    load_done(&l);
+
     /* own origins are there even when none are configured */
     const char *env2[] = {"TANDEM_LISTEN=127.0.0.1:9001", NULL};
     load_run(&l, NULL, env2);
