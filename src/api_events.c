@@ -44,7 +44,8 @@ int api_events(struct request *req)
         return T_OK;
     }
     uint64_t meta_digest = 0;
-    if (!watch_cached(id, &a, based_on)) {
+    int computed = !watch_cached(id, &a, based_on);
+    if (computed) {
         struct store *s = store_thread();
         struct context *c = NULL;
         err = s ? store_fetch_context(s, id, (size_t)app->cfg->context_messages, (size_t)app->cfg->history_entries, &c)
@@ -66,7 +67,8 @@ int api_events(struct request *req)
     if (!last || !*last || context_stream_id_cmp(last, based_on) < 0)
         n = watch_build_events(&a, id, based_on, NULL, evs, SNAPSHOT_MAX_EVENTS);
     sse_start(sub, based_on, evs, n); /* the conversation is watched from here on */
-    watch_prime(id, &a, based_on, meta_digest);
+    if (computed) /* what came from the cache is there already (or was dropped since) */
+        watch_prime(id, &a, based_on, meta_digest);
     for (size_t i = 0; i < n; i++)
         sse_event_unref(evs[i]);
     watch_answers_cleanup(&a);

@@ -77,6 +77,16 @@ static struct sse_event *event_alloc(size_t len)
     return ev;
 }
 
+/* A stream whose state is at after_id has seen ev already: ev is older, or of that same state
+ * and not an update of it (sse_event_mark_update). */
+static int covered(const char *after_id, const struct sse_event *ev)
+{
+    if (!ev->id[0] || !after_id || !after_id[0])
+        return 0;
+    int cmp = context_stream_id_cmp(ev->id, after_id);
+    return cmp < 0 || (cmp == 0 && !ev->update);
+}
+
 static int one_line(const char *s, size_t n) { return !memchr(s, '\n', n) && !memchr(s, '\r', n); }
 
 struct sse_event *sse_event_new(const char *name, const char *id, const char *data, size_t len)
@@ -344,7 +354,7 @@ void sse_start(struct sse_sub *sub, const char *from_id, struct sse_event *const
     size_t nk = 0;
     for (size_t i = 0; i < s->count; i++) {
         struct sse_event *ev = s->q[(s->head + i) % s->cap];
-        if (ev->id[0] && from_id && from_id[0] && context_stream_id_cmp(ev->id, from_id) <= 0)
+        if (covered(from_id, ev))
             sse_event_unref(ev);
         else
             kept[nk++] = ev;
@@ -423,10 +433,9 @@ size_t sse_publish(const char *conv_id, struct sse_event *ev)
     for (size_t i = 0; i < n; i++) {
         struct sub *s = arr[i];
         pthread_mutex_lock(&s->lock);
-        int cmp = ev->id[0] && s->after_id[0] ? context_stream_id_cmp(ev->id, s->after_id) : 1;
-        int covered = cmp < 0 || (cmp == 0 && !ev->update);
-        int alive = !s->dead && !s->closing && !covered;
-        int wake = covered ? 0 : sub_push_locked(s, ev);
+        int seen = covered(s->after_id, ev);
+        int alive = !s->dead && !s->closing && !seen;
+        int wake = seen ? 0 : sub_push_locked(s, ev);
         pthread_mutex_unlock(&s->lock);
         if (wake)
             MHD_resume_connection(s->conn);

@@ -295,7 +295,7 @@ static void proven(struct store *s)
     s->unproven = 0;
     if (s->backoff_ms || s->next_attempt_ns) {
         log_info("redis_reconnected", "%s", "");
-        atomic_fetch_add(&recoveries, 1);
+        s->recovered_seen = atomic_fetch_add(&recoveries, 1) + 1; /* not news to this thread */
     }
     s->backoff_ms = 0;
     s->next_attempt_ns = 0;

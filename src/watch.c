@@ -46,6 +46,7 @@ struct watched {
                                     serialized, at snap_gen */
     size_t sugg_len, sum_len;
     uint64_t meta_digest;        /* of the meta the cached answers were computed with */
+    unsigned long pub_gen;       /* bumped (under pub_lock) when new suggestions are pushed */
     json_t *pushed_alerts;       /* what the loop pushed (or found on the first load): a new
                                     message's alerts are new against these, never against a
                                     cache a stream primed out of turn */
@@ -165,6 +166,14 @@ static void push_cancel(uint64_t handle, struct llm_push *p)
         llm_push_free(p);
 }
 
+static void watched_free(struct watched *w)
+{
+    watch_answers_cleanup(&w->cache);
+    json_decref(w->pushed_alerts);
+    snap_clear(w);
+    free(w);
+}
+
 /* Caller holds lock. Drops w when nobody needs it any more. */
 static uint64_t maybe_remove(struct watched *w, struct llm_push **push)
 {
@@ -178,10 +187,7 @@ static uint64_t maybe_remove(struct watched *w, struct llm_push **push)
             *pp = w->next;
             break;
         }
-    watch_answers_cleanup(&w->cache);
-    json_decref(w->pushed_alerts);
-    snap_clear(w);
-    free(w);
+    watched_free(w);
     n_watched--;
     return pending; /* the caller cancels it, outside the lock */
 }
@@ -416,6 +422,7 @@ size_t watch_build_events(const struct watch_answers *a, const char *conv, const
 struct llm_push {
     char conv[ID_MAX_LEN + 1];
     char based_on[STREAM_ID_MAX];
+    unsigned long pub_gen; /* the suggestions it words: still the newest pushed? */
     struct context *ctx;
     json_t *local;
 };
@@ -434,7 +441,7 @@ static void llm_push_done(struct llm_result *res, void *arg)
     int current = 0;
     pthread_mutex_lock(&lock);
     struct watched *w = find(p->conv);
-    if (w && strcmp(w->last_id, p->based_on) == 0) {
+    if (w && strcmp(w->last_id, p->based_on) == 0 && w->pub_gen == p->pub_gen) {
         current = 1;
         w->llm_handle = 0;
         w->llm_push = NULL;
@@ -454,7 +461,7 @@ static void llm_push_done(struct llm_result *res, void *arg)
             pthread_mutex_lock(&pub_lock);
             pthread_mutex_lock(&lock);
             w = find(p->conv);
-            current = w && strcmp(w->last_id, p->based_on) == 0;
+            current = w && strcmp(w->last_id, p->based_on) == 0 && w->pub_gen == p->pub_gen;
             pthread_mutex_unlock(&lock);
             if (current)
                 sse_publish(p->conv, ev);
@@ -495,6 +502,7 @@ static void llm_push_start(const char *conv, const char *based_on, struct contex
     pthread_mutex_lock(&lock); /* the callback may run before llm_submit returns: register first */
     struct watched *w = find(conv);
     if (w) {
+        p->pub_gen = w->pub_gen;
         old = w->llm_handle;
         old_push = w->llm_push;
         w->llm_handle = 0;
@@ -567,6 +575,10 @@ static int process(struct store *s, const char *conv, const char *msg_id, int up
         struct watched *w0 = find(conv);
         if (w0 && (!w0->last_id[0] || context_stream_id_cmp(id, w0->last_id) > 0))
             memcpy(w0->last_id, id, sizeof id);
+        if (w0 && update)
+            cache_drop(w0); /* recomputed: the old answers are no snapshot any more either */
+        if (w0)
+            w0->pub_gen++;
         pthread_mutex_unlock(&lock);
         for (size_t i = 0; i < n; i++) {
             sse_publish(conv, evs[i]);
@@ -591,8 +603,11 @@ static int process(struct store *s, const char *conv, const char *msg_id, int up
     pthread_mutex_lock(&lock);
     struct watched *w = find(conv);
     if (w) {
-        prev_alerts = w->pushed_alerts; /* the reference moves to prev_alerts */
-        w->pushed_alerts = json_incref(a.alerts);
+        prev_alerts = json_incref(w->pushed_alerts);
+        if (!w->last_id[0] || context_stream_id_cmp(id, w->last_id) >= 0) { /* never backwards */
+            json_decref(w->pushed_alerts);
+            w->pushed_alerts = json_incref(a.alerts);
+        }
         if (!w->cache_id[0] || context_stream_id_cmp(id, w->cache_id) >= 0) {
             watch_answers_cleanup(&w->cache);
             w->cache.suggestions = json_incref(a.suggestions);
@@ -617,7 +632,7 @@ static int process(struct store *s, const char *conv, const char *msg_id, int up
         }
     }
     json_decref(prev_alerts);
-    if (msg_id && llm_enabled() && sse_subscribers(conv) > 0) {
+    if (msg_id && strcmp(id, msg_id) == 0 && llm_enabled() && sse_subscribers(conv) > 0) {
         llm_push_start(conv, id, c, &a); /* takes c */
         c = NULL;
     }
@@ -1013,9 +1028,7 @@ void watch_stop(void)
     while (list) {
         struct watched *w = list;
         list = w->next;
-        watch_answers_cleanup(&w->cache);
-        snap_clear(w);
-        free(w);
+        watched_free(w);
     }
     n_watched = 0;
     focus[0] = '\0';
