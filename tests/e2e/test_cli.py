@@ -230,8 +230,10 @@ class CliTest(TandemTestCase):
         self.run_cli("focus", "cli-1")
         self.redis.stop()
         try:
-            cp = self.run_cli("suggest", "1")
-            self.assertExit(cp, 4)
+            # the focused conversation is watched: its answers come from memory until the live
+            # loop notices the outage (at once, but under valgrind that takes a while)
+            wait_until(lambda: self.run_cli("suggest", "1").returncode == 4, 5 * SLOW,
+                       what="suggest to report Redis unavailable (exit 4)")
             cp = self.run_cli("status")
             self.assertExit(cp, 4)
             self.assertRegex(cp.stdout, r"(?m)^redis +not ready")
