@@ -741,7 +741,9 @@ static int probe_keys(struct store *s)
     const char **args = calloc(2 * nc + 1, sizeof *args);
     const size_t **lens = calloc(nc + 1, sizeof *lens);
     struct redisReply **rep = calloc(nc + 1, sizeof *rep);
-    char(*stale)[ID_MAX_LEN + 1 + STREAM_ID_MAX] = calloc(n ? n : 1, sizeof *stale);
+    struct {
+        char conv[ID_MAX_LEN + 1], at[STREAM_ID_MAX];
+    } *stale = calloc(n ? n : 1, sizeof *stale); /* to recompute, once the lock is released */
     size_t n_stale = 0;
     int err = T_ERR_NOMEM;
     if (keys && argcs && argvs && args && lens && rep && stale) {
@@ -776,8 +778,8 @@ static int probe_keys(struct store *s)
             atomic_fetch_add(&stat_errors, 1);
         }
         if (w && !gone && !wrong && have_md && cache_current(w) && md != w->meta_digest) {
-            snprintf(stale[n_stale], sizeof stale[n_stale], "%s", conv);
-            memcpy(stale[n_stale] + ID_MAX_LEN + 1, w->last_id, STREAM_ID_MAX);
+            memcpy(stale[n_stale].conv, conv, sizeof conv);
+            memcpy(stale[n_stale].at, w->last_id, STREAM_ID_MAX);
             n_stale++;
         }
         pthread_mutex_unlock(&lock);
@@ -785,7 +787,7 @@ static int probe_keys(struct store *s)
     for (i = 0; !err && i < nc; i++)
         store_reply_free(rep[i]);
     for (i = 0; !err && i < n_stale; i++)
-        err = process(s, stale[i], stale[i] + ID_MAX_LEN + 1, 1);
+        err = process(s, stale[i].conv, stale[i].at, 1);
     free(keys), free(argcs), free(argvs), free(args), free(lens), free(rep), free(stale);
     return err;
 }
