@@ -37,7 +37,6 @@
 #include "tandem/metrics.h"
 #include "tandem/quality.h"
 #include "tandem/store.h"
-#include "tandem/text.h"
 #include "tandem/watch.h"
 
 #include <stdatomic.h>
@@ -87,6 +86,13 @@ static const char cache_script[] =
     "local v = redis.call('GET', KEYS[2]) "
     "if not v then v = '' end "
     "return {newest, v, redis.call('HGETALL', KEYS[3])}";
+
+/* The <state> of a cached answer: what it was computed from besides the messages. */
+static void cache_state(char *out, size_t size, unsigned long long kb_fp, size_t mem_ver, const struct ctx_kv *meta,
+                        size_t n_meta)
+{
+    snprintf(out, size, "%016llx-%zu-%016llx", kb_fp, mem_ver, (unsigned long long)context_meta_digest(meta, n_meta));
+}
 
 /* HSET + EXPIRE of one suggestion record in one round trip. */
 static const char record_script[] = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
@@ -372,7 +378,7 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
     const char *nl = vlen ? memchr(v, '\n', vlen) : NULL;
     if (nl) {
         char head[160];
-        snprintf(state, sizeof state, "%016llx-%zu-%016llx", kb_fp, mem_ver, (unsigned long long)context_meta_digest(meta, n_meta));
+        cache_state(state, sizeof state, kb_fp, mem_ver, meta, n_meta);
         snprintf(head, sizeof head, "%s %s", newest, state);
         if ((size_t)(nl - v) == strlen(head) && memcmp(v, head, strlen(head)) == 0) {
             json_error_t jerr;
@@ -407,8 +413,7 @@ static int suggestions_for(struct request *req, const char *conv_id, size_t k, c
      * two, the entry still names exactly what the answer was computed from, so a later read
      * whose meta differs misses (a recompute) and one whose meta matches gets the right answer;
      * even a change and a change back (A, B, A) cannot pair B's answer with A. */
-    snprintf(state, sizeof state, "%016llx-%zu-%016llx", kb_fp, mem_ver,
-             (unsigned long long)context_meta_digest(ctx->meta, ctx->n_meta));
+    cache_state(state, sizeof state, kb_fp, mem_ver, ctx->meta, ctx->n_meta);
     char *body = json_serialize(o, JSON_COMPACT);
     if (body) {
         struct buf cv;

@@ -38,8 +38,7 @@ int api_summary(struct request *req)
         return T_ERR_NOMEM;
     const struct config *cfg = req->app->cfg;
     struct context *c = NULL;
-    err = store_fetch_context(s, id, (size_t)cfg->context_messages,
-                                  (size_t)cfg->history_entries, &c);
+    err = store_fetch_context(s, id, (size_t)cfg->context_messages, (size_t)cfg->history_entries, &c);
     if (err)
         return err;
     json_t *out = NULL;

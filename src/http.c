@@ -133,11 +133,11 @@ void http_add_header(struct request *req, const char *name, const char *value)
     }
 }
 
-int http_reply_data(struct request *req, unsigned status, const char *content_type, const void *data, size_t len)
+/* Caller checked there is no response yet. */
+static int reply_buffer(struct request *req, unsigned status, const char *content_type, void *data, size_t len,
+                        enum MHD_ResponseMemoryMode mode)
 {
-    if (req->response)
-        return T_OK;
-    req->response = MHD_create_response_from_buffer(len, (void *)(uintptr_t)data, MHD_RESPMEM_MUST_COPY);
+    req->response = MHD_create_response_from_buffer(len, data, mode);
     if (!req->response)
         return T_ERR_NOMEM;
     req->status = status;
@@ -146,21 +146,23 @@ int http_reply_data(struct request *req, unsigned status, const char *content_ty
     return T_OK;
 }
 
+int http_reply_data(struct request *req, unsigned status, const char *content_type, const void *data, size_t len)
+{
+    if (req->response)
+        return T_OK;
+    return reply_buffer(req, status, content_type, (void *)(uintptr_t)data, len, MHD_RESPMEM_MUST_COPY);
+}
+
 int http_reply_take(struct request *req, unsigned status, const char *content_type, char *data, size_t len)
 {
-    if (req->response) {
-        free(data);
-        return T_OK;
-    }
-    req->response = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    int err = T_OK;
     if (!req->response) {
-        free(data);
-        return T_ERR_NOMEM;
+        err = reply_buffer(req, status, content_type, data, len, MHD_RESPMEM_MUST_FREE);
+        if (!err)
+            return T_OK; /* MHD frees data with the response */
     }
-    req->status = status;
-    if (content_type)
-        MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    return T_OK;
+    free(data);
+    return err;
 }
 
 int http_reply_json(struct request *req, unsigned status, struct json_t *body)

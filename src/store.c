@@ -709,8 +709,7 @@ int store_fetch_context_until(struct store *s, const char *conv_id, const char *
     }
     if (n == 5) {
         /* A wrongly typed customer key degrades to "no profile/history" rather than failing. */
-        if (rep[3]->type == REDIS_REPLY_ARRAY)
-            err = store_kv_from_hash(&c->arena, rep[3], &c->profile, &c->n_profile);
+        err = store_kv_from_hash(&c->arena, rep[3], &c->profile, &c->n_profile);
         if (!err && history && rep[4]->type == REDIS_REPLY_ARRAY)
             err = parse_history(c, rep[4]);
     }

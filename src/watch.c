@@ -434,14 +434,22 @@ static void llm_push_free(struct llm_push *p)
     free(p);
 }
 
+/* Caller holds lock. The watched conversation when it still shows the suggestions p words:
+ * no newer message and no recompute (meta) since; else NULL. */
+static struct watched *push_target(const struct llm_push *p)
+{
+    struct watched *w = find(p->conv);
+    return w && strcmp(w->last_id, p->based_on) == 0 && w->pub_gen == p->pub_gen ? w : NULL;
+}
+
 /* On the LLM worker: publish the model's answer if the conversation has not moved on. */
 static void llm_push_done(struct llm_result *res, void *arg)
 {
     struct llm_push *p = arg;
     int current = 0;
     pthread_mutex_lock(&lock);
-    struct watched *w = find(p->conv);
-    if (w && strcmp(w->last_id, p->based_on) == 0 && w->pub_gen == p->pub_gen) {
+    struct watched *w = push_target(p);
+    if (w) {
         current = 1;
         w->llm_handle = 0;
         w->llm_push = NULL;
@@ -460,8 +468,7 @@ static void llm_push_done(struct llm_result *res, void *arg)
              * cannot overtake them */
             pthread_mutex_lock(&pub_lock);
             pthread_mutex_lock(&lock);
-            w = find(p->conv);
-            current = w && strcmp(w->last_id, p->based_on) == 0 && w->pub_gen == p->pub_gen;
+            current = push_target(p) != NULL;
             pthread_mutex_unlock(&lock);
             if (current)
                 sse_publish(p->conv, ev);
@@ -520,8 +527,8 @@ static void llm_push_start(const char *conv, const char *based_on, struct contex
         return;
     }
     pthread_mutex_lock(&lock);
-    w = find(conv);
-    if (w && strcmp(w->last_id, based_on) == 0) {
+    w = push_target(p);
+    if (w) {
         w->llm_handle = handle; /* if the call already ended, cancelling this stale handle returns 0 */
         w->llm_push = p;
     }
