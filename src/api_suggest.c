@@ -568,7 +568,7 @@ static void llm_wait_done(struct llm_result *res, void *arg)
 
 static int reply_local(struct request *req, json_t *local, const char *reason)
 {
-    json_t *o = json_copy(local);
+    json_t *o = json_copy_whole(local);
     if (!o)
         return T_ERR_NOMEM;
     if (json_object_set_new(o, "fallback_reason", json_string(reason))) {
@@ -740,7 +740,7 @@ int api_focus_suggestion(struct request *req)
         json_decref(ans.json);
         return err;
     }
-    json_t *o = json_deep_copy(one);
+    json_t *o = json_copy_whole(one); /* shallow: only keys are added */
     if (o && (json_object_set(o, "conversation_id", json_object_get(ans.json, "conversation_id")) ||
               json_object_set(o, "based_on", json_object_get(ans.json, "based_on")) ||
               json_object_set(o, "engine", json_object_get(ans.json, "engine")))) {

@@ -238,8 +238,9 @@ static void query_token(void *ud, const char *term, size_t len, unsigned flags)
     q->n++;
 }
 
-/* Builds the weighted terms of the recent turns. Returns the number of customer turns read. */
-static size_t query_build(struct query *q, const struct context *ctx, const char *lang)
+/* Builds the weighted terms of the recent turns; *cust_turns is the number of customer turns
+ * read. -1 when a turn could not be analysed (out of memory). */
+static int query_build(struct query *q, const struct context *ctx, const char *lang, size_t *cust_turns)
 {
     size_t cust = 0, agent = 0;
     for (size_t i = ctx->n_messages; i-- > 0;) {
@@ -264,9 +265,11 @@ static size_t query_build(struct query *q, const struct context *ctx, const char
     add:
         q->turn++;
         q->turn_w = w;
-        text_tokenize(m->text, strnlen(m->text, Q_MAX_MESSAGE_BYTES), lang, 0, query_token, q);
+        if (text_tokenize(m->text, strnlen(m->text, Q_MAX_MESSAGE_BYTES), lang, 0, query_token, q) < 0)
+            return -1;
     }
-    return cust;
+    *cust_turns = cust;
+    return 0;
 }
 
 /* ---- ranking --------------------------------------------------------------------------------- */
@@ -363,7 +366,9 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
     q.pool = malloc(Q_POOL_BYTES);
     if (!q.slots || !q.pool)
         goto out;
-    size_t cust_turns = query_build(&q, ctx, lang);
+    size_t cust_turns;
+    if (query_build(&q, ctx, lang, &cust_turns) < 0)
+        goto out;
     qt = malloc((q.n ? q.n : 1) * sizeof *qt);
     if (!qt)
         goto out;
@@ -494,7 +499,8 @@ int engine_local_suggest(const struct context *ctx, const struct kb *kb, const s
 
     /* one ranking over KB entries and unlinked past replies; what agents rejected in situations
      * like this one ranks lower (feedback.h; NULL, no cost, when the brand has no rejections) */
-    rq = feedback_reject_query_new(brand, qt, nq);
+    if (feedback_reject_query_new(brand, qt, nq, &rq))
+        goto out;
     struct cand topk[ENGINE_MAX_K];
     size_t ntop = 0;
     for (size_t i = 0; i < nkb; i++) {

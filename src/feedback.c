@@ -362,12 +362,12 @@ static void terms_token(void *ud, const char *term, size_t len, unsigned flags)
     c->out[c->n++] = h;
 }
 
-size_t feedback_context_terms(const char *text, const char *lang, uint64_t *out, size_t max)
+int feedback_context_terms(const char *text, const char *lang, uint64_t *out, size_t max, size_t *n)
 {
     struct terms_ctx c = {out, 0, max};
-    if (text && max)
-        text_tokenize(text, strlen(text), lang, 0, terms_token, &c);
-    return c.n;
+    int failed = text && max && text_tokenize(text, strlen(text), lang, 0, terms_token, &c) < 0;
+    *n = failed ? 0 : c.n;
+    return failed ? T_ERR_NOMEM : T_OK;
 }
 
 static int64_t clamp_tta(int64_t v)
@@ -432,7 +432,9 @@ int feedback_entry_build(const struct feedback_input *in, const struct feedback_
 
     if (in->action == FEEDBACK_REJECTED) {
         uint64_t t[FEEDBACK_REJECT_MAX_TERMS];
-        size_t n = feedback_context_terms(sg->context, sg->lang, t, FEEDBACK_REJECT_MAX_TERMS);
+        size_t n = 0;
+        if (!err)
+            err = feedback_context_terms(sg->context, sg->lang, t, FEEDBACK_REJECT_MAX_TERMS, &n);
         for (size_t i = 0; i < n && !err; i++)
             err = buf_printf(&e->terms, "%s%016llx", i ? " " : "", (unsigned long long)t[i]);
     }
@@ -1185,17 +1187,19 @@ struct feedback_reject_query {
     double norm;
 };
 
-struct feedback_reject_query *feedback_reject_query_new(const char *brand, const struct bm25_qterm *q, size_t nq)
+int feedback_reject_query_new(const char *brand, const struct bm25_qterm *q, size_t nq,
+                              struct feedback_reject_query **out)
 {
+    *out = NULL;
     if (!nq)
-        return NULL;
+        return T_OK;
     struct rj_snap *s = snap_get();
     if (!s)
-        return NULL;
+        return T_OK;
     uint64_t bh = brand_hash(brand);
     if (!bsearch(&bh, s->brands, s->nbrands, sizeof *s->brands, cmp_u64)) {
         snap_unref(s);
-        return NULL; /* nothing rejected in this brand: the common case costs one lookup */
+        return T_OK; /* nothing rejected in this brand: the common case costs one lookup */
     }
     struct feedback_reject_query *rq = calloc(1, sizeof *rq);
     size_t cap = 16;
@@ -1206,7 +1210,7 @@ struct feedback_reject_query *feedback_reject_query_new(const char *brand, const
     if (!rq || !rq->slots) {
         free(rq);
         snap_unref(s);
-        return NULL; /* out of memory: rank without the penalty rather than fail the request */
+        return T_ERR_NOMEM;
     }
     rq->snap = s;
     rq->brand = bh;
@@ -1226,7 +1230,8 @@ struct feedback_reject_query *feedback_reject_query_new(const char *brand, const
         if (rq->slots[j].used)
             sq += (double)rq->slots[j].w * (double)rq->slots[j].w;
     rq->norm = sqrt(sq);
-    return rq;
+    *out = rq;
+    return T_OK;
 }
 
 static float query_weight(const struct feedback_reject_query *rq, uint64_t h)

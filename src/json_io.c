@@ -1,6 +1,6 @@
 /* Jansson reports some failed allocations inside its lexer as syntax errors ("invalid token"),
- * and its encoder can skip a failed append and go on, so neither its error text nor its output
- * tells our memory trouble apart. A thread-local flag set by Jansson's allocator does. */
+ * and its encoder and its copy can skip a failed append and go on, so neither its error text
+ * nor its output tells our memory trouble apart. A thread-local flag set by Jansson's allocator does. */
 #include "tandem/json_io.h"
 
 #include <stdlib.h>
@@ -52,4 +52,15 @@ char *json_serialize(const json_t *j, size_t flags)
         return NULL;
     }
     return s;
+}
+
+json_t *json_copy_whole(const json_t *j)
+{
+    alloc_failed = 0;
+    json_t *c = json_copy((json_t *)j);
+    if (c && alloc_failed) {
+        json_decref(c);
+        return NULL;
+    }
+    return c;
 }

@@ -593,16 +593,19 @@ static int build_index(struct kb *kb)
     for (size_t i = 0; i < kb->n && !ix.err; i++) {
         const struct kb_entry *e = &kb->entries[i];
         ix.doc = (uint32_t)i;
+        int failed = 0;
         ix.field = F_TITLE;
-        text_tokenize(e->title, strlen(e->title), e->lang, 0, index_token, &ix);
+        failed |= text_tokenize(e->title, strlen(e->title), e->lang, 0, index_token, &ix);
         ix.field = F_BODY;
-        text_tokenize(e->body, strlen(e->body), e->lang, 0, index_token, &ix);
+        failed |= text_tokenize(e->body, strlen(e->body), e->lang, 0, index_token, &ix);
         ix.field = F_TAGS;
         for (size_t t = 0; t < e->n_tags; t++)
-            text_tokenize(e->tags[t], strlen(e->tags[t]), e->lang, 0, index_token, &ix);
+            failed |= text_tokenize(e->tags[t], strlen(e->tags[t]), e->lang, 0, index_token, &ix);
         ix.field = F_URL;
         if (e->url)
-            text_tokenize(e->url, strlen(e->url), e->lang, TEXT_OPT_URL_ONLY, index_token, &ix);
+            failed |= text_tokenize(e->url, strlen(e->url), e->lang, TEXT_OPT_URL_ONLY, index_token, &ix);
+        if (failed && !ix.err)
+            ix.err = T_ERR_NOMEM;
     }
     if (ix.err) {
         bm25_builder_free(ix.b);

@@ -46,6 +46,10 @@ int main(int argc, char **argv)
      * delivery). Our threads allocate little per request; the bench shows no loss of speed. */
     mallopt(M_ARENA_MAX, 1);
     json_io_init();
+    if (text_init() != 0) {
+        fprintf(stderr, "tandemd: out of memory while loading the stopword lists\n");
+        return 1;
+    }
     static struct config cfg;
     static struct app app;
     char action = 0;

@@ -556,7 +556,8 @@ struct memory *memory_build(const struct memory_record *recs, size_t n, const st
         goto fail;
     for (size_t i = 0; i < m->n && !ix.err; i++) {
         ix.doc = (uint32_t)i;
-        text_tokenize(m->e[i].context, strlen(m->e[i].context), m->e[i].lang, 0, mem_index_token, &ix);
+        if (text_tokenize(m->e[i].context, strlen(m->e[i].context), m->e[i].lang, 0, mem_index_token, &ix) < 0)
+            ix.err = T_ERR_NOMEM;
     }
     if (ix.err) {
         bm25_builder_free(ix.b);

@@ -845,13 +845,17 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : (x > y);
 }
 
-/* Sorted distinct word hashes of text (at most max). */
-static size_t text_terms(const char *text, size_t len, const char *lang, uint64_t *out, size_t max)
+/* Sorted distinct word hashes of text (at most max), *n of them; T_ERR_NOMEM when the text
+ * could not be analysed. */
+static int text_terms(const char *text, size_t len, const char *lang, uint64_t *out, size_t max, size_t *n)
 {
     struct terms_acc a = {out, 0, max};
-    text_tokenize(text, len, lang, 0, terms_token, &a);
+    *n = 0;
+    if (text_tokenize(text, len, lang, 0, terms_token, &a) < 0)
+        return T_ERR_NOMEM;
     qsort(out, a.n, sizeof *out, cmp_u64);
-    return a.n;
+    *n = a.n;
+    return T_OK;
 }
 
 double quality_jaccard(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
@@ -935,7 +939,9 @@ int quality_cluster_texts(const struct quality_text *t, size_t n, size_t min_cou
     /* 1. equal word sets: one group */
     for (size_t i = 0; i < n; i++) {
         uint64_t terms[QUALITY_CLUSTER_TERMS];
-        size_t nt = text_terms(t[i].text, t[i].len, t[i].lang, terms, QUALITY_CLUSTER_TERMS);
+        size_t nt;
+        if (text_terms(t[i].text, t[i].len, t[i].lang, terms, QUALITY_CLUSTER_TERMS, &nt))
+            goto out;
         if (nt < QUALITY_CLUSTER_MIN_TERMS)
             continue;
         uint64_t sig = text_hash(TEXT_HASH_SEED, terms, nt * sizeof *terms);
@@ -960,7 +966,9 @@ int quality_cluster_texts(const struct quality_text *t, size_t n, size_t min_cou
     for (size_t k = 0; k < top; k++) {
         uint64_t terms[QUALITY_CLUSTER_TERMS];
         const struct quality_text *rep = &t[g[k].first];
-        size_t nt = text_terms(rep->text, rep->len, rep->lang, terms, QUALITY_CLUSTER_TERMS);
+        size_t nt;
+        if (text_terms(rep->text, rep->len, rep->lang, terms, QUALITY_CLUSTER_TERMS, &nt))
+            goto out;
         size_t into = nc;
         for (size_t m = 0; m < nc && into == nc; m++)
             if (quality_jaccard(c[m].terms, c[m].n_terms, terms, nt) >= QUALITY_CLUSTER_JACCARD)
@@ -1101,7 +1109,8 @@ static int kb_terms_build(const struct kb *kb, struct kb_terms *kt)
     for (size_t i = 0; i < n; i++) {
         const struct kb_entry *e = kb_entry_at(kb, i);
         kt->off[i] = at;
-        kt->n[i] = text_terms(e->body, strlen(e->body), e->lang, kt->v + at, KB_BODY_TERMS);
+        if (text_terms(e->body, strlen(e->body), e->lang, kt->v + at, KB_BODY_TERMS, &kt->n[i]))
+            return T_ERR_NOMEM;
         at += kt->n[i];
     }
     return T_OK;

@@ -574,7 +574,8 @@ static int parse_messages(struct context *c, const redisReply *r)
                 m->role = context_role_from_name(fv->str);
                 m->role_name = m->role == ROLE_OTHER ? dup_reply(c, fv) : context_role_name(m->role);
             } else if (strcmp(fk->str, "author") == 0) {
-                m->author = dup_reply(c, fv);
+                if (!(m->author = dup_reply(c, fv)))
+                    return T_ERR_NOMEM;
             } else if (strcmp(fk->str, "ts") == 0) {
                 int64_t ts = parse_ms(fv->str, fv->len);
                 if (ts >= 0)

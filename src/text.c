@@ -1,6 +1,7 @@
 /* Words for retrieval: UTF-8 tokenizer, case folding, stopwords (embedded data files) and Snowball stems. */
 #include "tandem/text.h"
 
+#include <errno.h>
 #include <libstemmer.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -214,11 +215,12 @@ struct stopset {
     size_t nslots;
 };
 
-#define MAX_LANGS 32 /* languages seen by one process; more are analysed without stopwords */
+#define MAX_STOPSETS 16 /* the embedded lists (data/stopwords_<lang>.txt) */
 
-static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct stopset stopsets[MAX_LANGS];
+static struct stopset stopsets[MAX_STOPSETS];
 static size_t n_stopsets;
+static int stopsets_failed; /* out of memory while building them: analysis fails (not silently) */
+static pthread_once_t stopsets_once = PTHREAD_ONCE_INIT;
 
 static void stopset_insert(struct stopset *ss, const char *w)
 {
@@ -232,16 +234,10 @@ static void stopset_insert(struct stopset *ss, const char *w)
     ss->slots[i] = w;
 }
 
-/* Builds the set from data/stopwords_<lang>.txt: one word a line, '#' comments. A missing file
- * or OOM leaves an empty set (the text is then analysed without stopwords). */
-static void stopset_build(struct stopset *ss, const char *lang)
+/* Builds lang's set from the embedded file f: one word a line, '#' comments. -1 when out of memory. */
+static int stopset_build(struct stopset *ss, const char *lang, const struct embedded_file *f)
 {
-    char name[64];
-    snprintf(name, sizeof name, "stopwords_%s.txt", lang);
     memcpy(ss->lang, lang, strlen(lang) + 1);
-    const struct embedded_file *f = embedded_find(name);
-    if (!f)
-        return;
     size_t nlines = 1;
     for (size_t i = 0; i < f->len; i++)
         nlines += f->data[i] == '\n';
@@ -254,7 +250,7 @@ static void stopset_build(struct stopset *ss, const char *lang)
     if (!words || !slots) {
         free(words);
         free(slots);
-        return;
+        return -1;
     }
     ss->words = words;
     ss->slots = slots;
@@ -278,25 +274,49 @@ static void stopset_build(struct stopset *ss, const char *lang)
         }
         p = le + 1;
     }
+    return 0;
 }
 
-/* The set for lang (already a clean code), built on first use. Never NULL; sets live until exit. */
+/* All at once, so a lookup needs no lock and a failed allocation is not remembered as "this
+ * language has no stopwords". */
+static void stopsets_build(void)
+{
+    static const char prefix[] = "stopwords_", suffix[] = ".txt";
+    const size_t np = sizeof prefix - 1, ns = sizeof suffix - 1;
+    for (const struct embedded_file *f = embedded_files; f->name; f++) {
+        size_t n = strlen(f->name);
+        if (n <= np + ns || n - np - ns >= TEXT_LANG_MAX || strncmp(f->name, prefix, np) != 0 ||
+            strcmp(f->name + n - ns, suffix) != 0 || n_stopsets == MAX_STOPSETS)
+            continue;
+        char lang[TEXT_LANG_MAX];
+        memcpy(lang, f->name + np, n - np - ns);
+        lang[n - np - ns] = '\0';
+        if (stopset_build(&stopsets[n_stopsets], lang, f) < 0) {
+            stopsets_failed = 1;
+            return;
+        }
+        n_stopsets++;
+    }
+}
+
+/* The set for lang (a clean code): an empty one when lang has no list; NULL when the lists
+ * could not be built. Sets live until exit. */
 static const struct stopset *stopset_get(const char *lang)
 {
-    static struct stopset empty;
-    pthread_mutex_lock(&stop_lock);
+    static const struct stopset empty;
+    pthread_once(&stopsets_once, stopsets_build);
+    if (stopsets_failed)
+        return NULL;
     for (size_t i = 0; i < n_stopsets; i++)
-        if (strcmp(stopsets[i].lang, lang) == 0) {
-            pthread_mutex_unlock(&stop_lock);
+        if (strcmp(stopsets[i].lang, lang) == 0)
             return &stopsets[i];
-        }
-    const struct stopset *ss = &empty;
-    if (n_stopsets < MAX_LANGS) {
-        stopset_build(&stopsets[n_stopsets], lang);
-        ss = &stopsets[n_stopsets++];
-    }
-    pthread_mutex_unlock(&stop_lock);
-    return ss;
+    return &empty;
+}
+
+int text_init(void)
+{
+    pthread_once(&stopsets_once, stopsets_build);
+    return stopsets_failed ? -1 : 0;
 }
 
 static int stopset_has(const struct stopset *ss, const char *w, size_t len)
@@ -316,14 +336,16 @@ int text_is_stopword(const char *lang, const char *word, size_t len)
 {
     char code[TEXT_LANG_MAX];
     lang_code(lang, code);
-    return stopset_has(stopset_get(code), word, len);
+    const struct stopset *ss = stopset_get(code);
+    return ss && stopset_has(ss, word, len);
 }
 
 /* ---- stemming ----------------------------------------------------------------------------- */
 
 /* Snowball stemmers keep per-call state, so each thread has its own, plus a small
  * direct-mapped cache: customer text repeats the same few hundred words and the cache turns
- * most stems into one hash and a compare. */
+ * most stems into one hash and a compare. The state is thread-local storage, not allocated:
+ * nothing of ours in analysing a text can fail. */
 #define STEMMERS_PER_THREAD 4
 #define STEM_CACHE_SLOTS 512 /* power of two */
 #define STEM_CACHE_WORD 24   /* longer words are stemmed uncached */
@@ -343,52 +365,50 @@ struct stem_thread {
     struct stem_cache_slot cache[STEM_CACHE_SLOTS];
 };
 
-static pthread_key_t stem_key;
+static _Thread_local struct stem_thread stem_tls;
+static pthread_key_t stem_key; /* &stem_tls once the thread has a stemmer: frees them at exit */
 static pthread_once_t stem_once = PTHREAD_ONCE_INIT;
 
 static void stem_thread_free(void *p)
 {
     struct stem_thread *t = p;
-    if (!t)
-        return;
     for (size_t i = 0; i < t->n; i++)
         if (t->slot[i].st)
             sb_stemmer_delete(t->slot[i].st);
-    free(t);
+    memset(t, 0, sizeof *t);
 }
 
 static void stem_key_make(void) { pthread_key_create(&stem_key, stem_thread_free); }
 
-static struct stem_thread *stem_thread_get(void)
-{
-    pthread_once(&stem_once, stem_key_make);
-    struct stem_thread *t = pthread_getspecific(stem_key);
-    if (!t) {
-        t = calloc(1, sizeof *t);
-        if (t && pthread_setspecific(stem_key, t) != 0) {
-            free(t);
-            t = NULL;
-        }
-    }
-    return t;
-}
-
 void text_thread_cleanup(void)
 {
     pthread_once(&stem_once, stem_key_make);
-    struct stem_thread *t = pthread_getspecific(stem_key);
-    if (t) {
+    if (pthread_getspecific(stem_key)) {
         pthread_setspecific(stem_key, NULL);
-        stem_thread_free(t);
+        stem_thread_free(&stem_tls);
     }
 }
 
-/* The thread's stemmer for a clean language code; NULL when there is none (or on OOM). */
-static struct sb_stemmer *stemmer_for(struct stem_thread *t, const char *lang)
+/* The thread's stemmer for a clean language code in *st, NULL when the language has none.
+ * -1 when libstemmer ran out of memory: not remembered, the next call tries again. */
+static int stemmer_for(const char *lang, struct sb_stemmer **st)
 {
+    struct stem_thread *t = &stem_tls;
     for (size_t i = 0; i < t->n; i++)
-        if (strcmp(t->slot[i].lang, lang) == 0)
-            return t->slot[i].st;
+        if (strcmp(t->slot[i].lang, lang) == 0) {
+            *st = t->slot[i].st;
+            return 0;
+        }
+    errno = 0;
+    struct sb_stemmer *made = sb_stemmer_new(lang, "UTF_8");
+    if (!made && errno == ENOMEM)
+        return -1; /* an unknown language leaves errno alone */
+    pthread_once(&stem_once, stem_key_make);
+    if (!pthread_getspecific(stem_key) && pthread_setspecific(stem_key, t) != 0) {
+        if (made)
+            sb_stemmer_delete(made);
+        return -1;
+    }
     size_t i;
     if (t->n < STEMMERS_PER_THREAD) {
         i = t->n++;
@@ -400,8 +420,9 @@ static struct sb_stemmer *stemmer_for(struct stem_thread *t, const char *lang)
         memset(t->cache, 0, sizeof t->cache); /* cached stems may be of the evicted language */
     }
     memcpy(t->slot[i].lang, lang, strlen(lang) + 1);
-    t->slot[i].st = sb_stemmer_new(lang, "UTF_8");
-    return t->slot[i].st;
+    t->slot[i].st = made;
+    *st = made;
+    return 0;
 }
 
 static size_t copy_word(const char *word, size_t len, char *out, size_t outsz)
@@ -413,12 +434,11 @@ static size_t copy_word(const char *word, size_t len, char *out, size_t outsz)
     return len;
 }
 
-/* Stems with a clean language code. */
+/* Stems with a clean language code into out; returns the stem's length, or (size_t)-1 when
+ * libstemmer ran out of memory. */
 static size_t stem_code(const char *lang, const char *word, size_t len, char *out, size_t outsz)
 {
-    struct stem_thread *t = stem_thread_get();
-    if (!t)
-        return copy_word(word, len, out, outsz);
+    struct stem_thread *t = &stem_tls;
     uint64_t h = text_hash(text_hash(TEXT_HASH_SEED, lang, strlen(lang)), word, len);
     struct stem_cache_slot *c = NULL;
     if (len < STEM_CACHE_WORD) {
@@ -426,14 +446,16 @@ static size_t stem_code(const char *lang, const char *word, size_t len, char *ou
         if (c->h == h && strncmp(c->word, word, len) == 0 && c->word[len] == '\0')
             return copy_word(c->stem, strlen(c->stem), out, outsz);
     }
-    struct sb_stemmer *st = stemmer_for(t, lang);
+    struct sb_stemmer *st;
+    if (stemmer_for(lang, &st) < 0)
+        return (size_t)-1;
     size_t n;
     if (!st) {
         n = copy_word(word, len, out, outsz);
     } else {
         const sb_symbol *r = sb_stemmer_stem(st, (const sb_symbol *)word, (int)len);
         if (!r)
-            return copy_word(word, len, out, outsz);
+            return (size_t)-1; /* its buffer could not grow */
         n = copy_word((const char *)r, (size_t)sb_stemmer_length(st), out, outsz);
     }
     if (c && n < STEM_CACHE_WORD) {
@@ -456,8 +478,8 @@ int text_lang_has_stemmer(const char *lang)
 {
     char code[TEXT_LANG_MAX];
     lang_code(lang, code);
-    struct stem_thread *t = stem_thread_get();
-    return t && stemmer_for(t, code) != NULL;
+    struct sb_stemmer *st;
+    return stemmer_for(code, &st) == 0 && st != NULL;
 }
 
 /* ---- tokenizer ---------------------------------------------------------------------------- */
@@ -468,7 +490,7 @@ struct tk {
     unsigned opts;
     text_token_fn fn;
     void *ud;
-    size_t count;
+    int failed; /* a word could not be stemmed (out of memory) */
 };
 
 /* Finishes one folded word: drops single letters, stopwords and overlong runs, stems, emits. */
@@ -494,13 +516,14 @@ static void word_done(struct tk *t, char *w, size_t len, unsigned flags)
     if (!digits && !(t->opts & TEXT_OPT_NO_STEM)) {
         char st[TEXT_MAX_WORD * 2];
         size_t n = stem_code(t->lang, w, len, st, sizeof st);
-        if (n == 0)
+        if (n == (size_t)-1)
+            t->failed = 1;
+        if (n == 0 || n == (size_t)-1)
             return;
         t->fn(t->ud, st, n, flags);
     } else {
         t->fn(t->ud, w, len, flags);
     }
-    t->count++;
 }
 
 /* Plain words of s[0..n): no URL/handle detection. camel splits "checkRefundStatus" (URL paths). */
@@ -738,8 +761,7 @@ static size_t email_len(const char *s, size_t n)
 
 static int handle_char(unsigned char c) { return ascii_alnum(c) || c == '_'; }
 
-size_t text_tokenize(const char *text, size_t len, const char *lang, unsigned opts, text_token_fn fn,
-                     void *ud)
+int text_tokenize(const char *text, size_t len, const char *lang, unsigned opts, text_token_fn fn, void *ud)
 {
     if (!text || !fn)
         return 0;
@@ -747,9 +769,11 @@ size_t text_tokenize(const char *text, size_t len, const char *lang, unsigned op
     lang_code(lang, code);
     struct tk t = {.lang = code, .opts = opts, .fn = fn, .ud = ud};
     t.stop = stopset_get(code);
+    if (!t.stop)
+        return -1;
     if (opts & TEXT_OPT_URL_ONLY) {
         emit_url(&t, text, len);
-        return t.count;
+        return t.failed ? -1 : 0;
     }
     const unsigned char *u = (const unsigned char *)text;
     size_t seg = 0, i = 0;
@@ -795,7 +819,7 @@ size_t text_tokenize(const char *text, size_t len, const char *lang, unsigned op
         i++;
     }
     emit_words(&t, text + seg, len - seg, 0, 0);
-    return t.count;
+    return t.failed ? -1 : 0;
 }
 
 /* ---- URL normalisation -------------------------------------------------------------------- */

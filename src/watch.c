@@ -344,7 +344,7 @@ size_t watch_snapshot(const char *conv, struct sse_event **evs, size_t max, char
 
 json_t *watch_slice_suggestions(const json_t *answer, size_t k)
 {
-    json_t *copy = json_copy((json_t *)answer); /* shallow: shares the suggestion objects */
+    json_t *copy = json_copy_whole(answer); /* shallow: shares the suggestion objects */
     if (!copy)
         return NULL;
     json_t *arr = json_object_get(copy, "suggestions");

@@ -165,8 +165,9 @@ int feedback_templatize(const char *text, const char *full_name, const char *fir
                         struct buf *out);
 
 /* Up to max distinct hashes (text_hash of each stemmed term) of text's words in lang, in text
- * order; returns how many. The rejection table compares situations with these. */
-size_t feedback_context_terms(const char *text, const char *lang, uint64_t *out, size_t max);
+ * order, *n of them; T_ERR_NOMEM when the text could not be analysed. The rejection table
+ * compares situations with these. */
+int feedback_context_terms(const char *text, const char *lang, uint64_t *out, size_t max, size_t *n);
 
 /* ---- Redis --------------------------------------------------------------------------------------- */
 
@@ -231,10 +232,12 @@ size_t feedback_rejections_count(void);
 int feedback_rejections_sync(struct store *s, const char *newest_id, const char *epoch, int force);
 
 /* Per request (the local engine): the rejections of brand, compared with the request's weighted
- * query terms. NULL when the table has none for brand, nq is 0 or memory is short (nothing is
- * then penalised). No I/O; thread-safe. */
+ * query terms, in *out; *out is NULL when the table has none for brand or nq is 0 (nothing is
+ * then penalised). T_ERR_NOMEM when memory is short: an answer that ignored what agents
+ * rejected would be a wrong one. No I/O; thread-safe. */
 struct feedback_reject_query;
-struct feedback_reject_query *feedback_reject_query_new(const char *brand, const struct bm25_qterm *q, size_t nq);
+int feedback_reject_query_new(const char *brand, const struct bm25_qterm *q, size_t nq,
+                              struct feedback_reject_query **out);
 /* Factor in (0, 1] for a candidate whose kb id (or memory id) is target: 1 / (1 + W * sum of the
  * similarities >= FEEDBACK_REJECT_SIM_MIN of its newest FEEDBACK_REJECT_MAX_PER_TARGET rejections). */
 double feedback_reject_factor(const struct feedback_reject_query *rq, const char *target);

@@ -21,4 +21,8 @@ int json_parse(const char *text, size_t len, size_t flags, json_t **out, json_er
  * append of an object key, so its output can be malformed ("code:" for "code":) and still be
  * returned. Free the result with free(). */
 char *json_serialize(const json_t *j, size_t flags);
+
+/* json_copy(j) (shallow: the members are shared), or NULL when an allocation failed on the
+ * way: Jansson ignores a failed insert while copying, so its copy can lack a key. */
+json_t *json_copy_whole(const json_t *j);
 #endif

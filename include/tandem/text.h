@@ -39,9 +39,9 @@ typedef void (*text_token_fn)(void *ud, const char *term, size_t len, unsigned f
  * ignored. @handles yield their name (TEXT_TOK_HANDLE); #hashtags their word.
  * lang: ISO 639-1 code; NULL or "" means "en". A language without a Snowball stemmer is not
  * stemmed; one without a stopword file (data/stopwords_<lang>.txt) keeps all words.
- * Thread-safe (stemmers are per thread). Returns the number of tokens emitted. */
-size_t text_tokenize(const char *text, size_t len, const char *lang, unsigned opts, text_token_fn fn,
-                     void *ud);
+ * Thread-safe (stemmers are per thread). Returns 0, or -1 when a word could not be analysed
+ * for want of memory (the words emitted are then incomplete: callers must not use them). */
+int text_tokenize(const char *text, size_t len, const char *lang, unsigned opts, text_token_fn fn, void *ud);
 
 /* Case-folds one UTF-8 word into out (size outsz, NUL-terminated); returns its length, or 0 when
  * it does not fit. For tests and callers that compare words. */
@@ -51,11 +51,16 @@ size_t text_fold(const char *word, size_t len, char *out, size_t outsz);
 int text_is_stopword(const char *lang, const char *word, size_t len);
 
 /* Stems a folded word with lang's Snowball stemmer into out (size outsz); returns the stem's
- * length, or copies the word unchanged when lang has no stemmer. Thread-safe. */
+ * length, or copies the word unchanged when lang has no stemmer; (size_t)-1 when out of
+ * memory. Thread-safe. */
 size_t text_stem(const char *lang, const char *word, size_t len, char *out, size_t outsz);
 
 /* 1 when lang names a language with a Snowball stemmer. */
 int text_lang_has_stemmer(const char *lang);
+
+/* Builds the stopword sets (otherwise built on first use). -1 when out of memory: call at
+ * start-up so that fails rather than every later analysis. */
+int text_init(void);
 
 /* Frees the calling thread's stemmers (threads that exit free theirs automatically; the main
  * thread calls this before exit so leak checkers stay quiet). */

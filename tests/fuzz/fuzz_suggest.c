@@ -36,8 +36,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         }                                                                                          \
     } while (0)
 
-static size_t ntokens;
-
 static void on_token(void *ud, const char *term, size_t len, unsigned flags)
 {
     (void)ud;
@@ -45,7 +43,6 @@ static void on_token(void *ud, const char *term, size_t len, unsigned flags)
     CHECK(len > 0 && len <= TEXT_MAX_WORD * 2);
     CHECK(term[len] == '\0' && strlen(term) == len);
     CHECK(valid_utf8((const unsigned char *)term, len));
-    ntokens++;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -62,12 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (sel == 0) {
         static const char *const langs[] = {"en", "sv", "de", "xx", NULL};
         for (size_t l = 0; l < 5; l++) {
-            ntokens = 0;
-            size_t got = text_tokenize(text, n, langs[l], l == 3 ? TEXT_OPT_NO_STEM : 0, on_token, NULL);
-            CHECK(got == ntokens);
-        }
-        ntokens = 0;
-        CHECK(text_tokenize(text, n, "en", TEXT_OPT_URL_ONLY, on_token, NULL) == ntokens);
+            CHECK(text_tokenize(text, n, langs[l], l == 3 ? TEXT_OPT_NO_STEM : 0, on_token, NULL) == 0);
+        CHECK(text_tokenize(text, n, "en", TEXT_OPT_URL_ONLY, on_token, NULL) == 0);
     } else if (sel == 1) {
         char out[256];
         size_t got = text_url_normalize(text, n, out, sizeof out);

@@ -21,6 +21,22 @@
 
 /* ---- edit distance ---------------------------------------------------------------------------- */
 
+/* The rejection query for brand (T_OK asserted). */
+static struct feedback_reject_query *rq_new(const char *brand, const struct bm25_qterm *q, size_t nq)
+{
+    struct feedback_reject_query *rq = NULL;
+    assert_int_equal(feedback_reject_query_new(brand, q, nq, &rq), T_OK);
+    return rq;
+}
+
+/* The context terms of text (T_OK asserted); returns how many. */
+static size_t ctx_terms(const char *text, const char *lang, uint64_t *out, size_t max)
+{
+    size_t n = 99;
+    assert_int_equal(feedback_context_terms(text, lang, out, max, &n), T_OK);
+    return n;
+}
+
 static const struct {
     const char *a, *b;
     size_t want;
@@ -343,7 +359,7 @@ static void test_entry_build(void **state)
     assert_true(e.terms.len > 0);
     assert_null(strstr(e.terms.data, "refund"));
     uint64_t t[FEEDBACK_REJECT_MAX_TERMS];
-    size_t nt = feedback_context_terms(sg.context, "en", t, FEEDBACK_REJECT_MAX_TERMS);
+    size_t nt = ctx_terms(sg.context, "en", t, FEEDBACK_REJECT_MAX_TERMS);
     assert_true(nt >= 4); /* refund, order, return, shoe, week ... (numbers and stopwords dropped) */
     char first[20];
     snprintf(first, sizeof first, "%016llx", (unsigned long long)t[0]);
@@ -368,8 +384,8 @@ static void test_context_terms(void **state)
     (void)state;
     uint64_t a[8], b[8];
     /* case, inflection, numbers and word order do not matter */
-    size_t na = feedback_context_terms("Where is my REFUND for order 123?", "en", a, 8);
-    size_t nb = feedback_context_terms("refunds: where? order 999", "en", b, 8);
+    size_t na = ctx_terms("Where is my REFUND for order 123?", "en", a, 8);
+    size_t nb = ctx_terms("refunds: where? order 999", "en", b, 8);
     assert_true(na >= 2);
     assert_int_equal(na, nb);
     for (size_t i = 0; i < na; i++) {
@@ -379,8 +395,8 @@ static void test_context_terms(void **state)
         assert_true(found);
     }
     /* capped */
-    assert_int_equal(feedback_context_terms("alpha beta gamma delta epsilon", "en", a, 2), 2);
-    assert_int_equal(feedback_context_terms(NULL, "en", a, 8), 0);
+    assert_int_equal(ctx_terms("alpha beta gamma delta epsilon", "en", a, 2), 2);
+    assert_int_equal(ctx_terms(NULL, "en", a, 8), 0);
 }
 
 static void test_templatize(void **state)
@@ -433,13 +449,13 @@ static void qtoken(void *ud, const char *term, size_t len, unsigned flags)
 static void query_of(const char *text, struct qbuild *b)
 {
     memset(b, 0, sizeof *b);
-    text_tokenize(text, strlen(text), "en", 0, qtoken, b);
+    assert_int_equal(text_tokenize(text, strlen(text), "en", 0, qtoken, b), 0);
 }
 
 static void install_one(const char *brand, const char *target, const char *situation, size_t times)
 {
     uint64_t t[FEEDBACK_REJECT_MAX_TERMS];
-    size_t nt = feedback_context_terms(situation, "en", t, FEEDBACK_REJECT_MAX_TERMS);
+    size_t nt = ctx_terms(situation, "en", t, FEEDBACK_REJECT_MAX_TERMS);
     struct feedback_rejection r[8];
     for (size_t i = 0; i < times; i++)
         r[i] = (struct feedback_rejection){brand, target, t, nt};
@@ -454,13 +470,13 @@ static void test_reject_factor(void **state)
     query_of("my refund for the shoes I returned has not arrived", &qb);
 
     feedback_rejections_reset();
-    assert_null(feedback_reject_query_new("acme", qb.q, qb.n)); /* nothing rejected: no cost */
+    assert_null(rq_new("acme", qb.q, qb.n)); /* nothing rejected: no cost */
 
     install_one("Acme", "refund-status", situation, 1);
     assert_int_equal(feedback_rejections_count(), 1);
-    assert_null(feedback_reject_query_new("other-brand", qb.q, qb.n));
-    assert_null(feedback_reject_query_new("acme", qb.q, 0));
-    struct feedback_reject_query *rq = feedback_reject_query_new("acme", qb.q, qb.n); /* brand case-blind */
+    assert_null(rq_new("other-brand", qb.q, qb.n));
+    assert_null(rq_new("acme", qb.q, 0));
+    struct feedback_reject_query *rq = rq_new("acme", qb.q, qb.n); /* brand case-blind */
     assert_non_null(rq);
     double similar = feedback_reject_factor(rq, "refund-status");
     assert_true(similar < 0.8 && similar >= 0.5);
@@ -470,7 +486,7 @@ static void test_reject_factor(void **state)
     /* the same rejection does nothing in an unrelated situation */
     struct qbuild other;
     query_of("I cannot log in, please reset my password", &other);
-    rq = feedback_reject_query_new("acme", other.q, other.n);
+    rq = rq_new("acme", other.q, other.n);
     assert_non_null(rq);
     assert_true(feedback_reject_factor(rq, "refund-status") == 1.0);
     feedback_reject_query_free(rq);
@@ -478,12 +494,12 @@ static void test_reject_factor(void **state)
     /* the identical situation: one rejection halves the score; more rejections, lower still */
     struct qbuild same;
     query_of(situation, &same);
-    rq = feedback_reject_query_new("acme", same.q, same.n);
+    rq = rq_new("acme", same.q, same.n);
     double one = feedback_reject_factor(rq, "refund-status");
     assert_true(one > 0.49 && one < 0.51);
     feedback_reject_query_free(rq);
     install_one("acme", "refund-status", situation, 3);
-    rq = feedback_reject_query_new("acme", same.q, same.n);
+    rq = rq_new("acme", same.q, same.n);
     double three = feedback_reject_factor(rq, "refund-status");
     assert_true(three > 0.24 && three < 0.26);
     feedback_reject_query_free(rq);
@@ -496,7 +512,7 @@ static void test_reject_table_caps(void **state)
     (void)state;
     static const char situation[] = "refund shoes returned week";
     uint64_t t[FEEDBACK_REJECT_MAX_TERMS];
-    size_t nt = feedback_context_terms(situation, "en", t, FEEDBACK_REJECT_MAX_TERMS);
+    size_t nt = ctx_terms(situation, "en", t, FEEDBACK_REJECT_MAX_TERMS);
     size_t n = FEEDBACK_REJECT_MAX_RECORDS + 10;
     struct feedback_rejection *r = calloc(n, sizeof *r);
     assert_non_null(r);
@@ -508,7 +524,7 @@ static void test_reject_table_caps(void **state)
     assert_int_equal(feedback_rejections_count(), FEEDBACK_REJECT_MAX_RECORDS);
     struct qbuild qb;
     query_of(situation, &qb);
-    struct feedback_reject_query *rq = feedback_reject_query_new(NULL, qb.q, qb.n);
+    struct feedback_reject_query *rq = rq_new(NULL, qb.q, qb.n);
     assert_non_null(rq);
     assert_true(feedback_reject_factor(rq, "old") == 1.0);
     /* a target's newest FEEDBACK_REJECT_MAX_PER_TARGET rejections count, no more */

@@ -140,12 +140,46 @@ static void test_serialize_is_whole_or_nothing(void **state)
     json_decref(o);
 }
 
+/* One allocation of a copy failing: the copy has every member or is NULL. Jansson alone
+ * returns the object without the key whose insert failed (a 200 without "suggestions"). */
+static void test_copy_is_whole_or_nothing(void **state)
+{
+    (void)state;
+    json_t *arr = json_pack("[s,s,s,s,s,s,s,s,s,s]", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j");
+    json_t *o = json_pack("{s:s,s:s,s:o,s:i,s:f,s:s,s:s,s:s,s:s,s:s}", "conversation_id", "c-1", "based_on",
+                          "1-0", "suggestions", arr, "k", 3, "took_ms", 0.5, "e", "x", "f", "x", "g", "x", "h",
+                          "x", "i", "x");
+    assert_non_null(o);
+    for (int which = 0; which < 2; which++) {
+        json_t *src = which ? arr : o;
+        int saw_null = 0, saw_whole = 0;
+        fail_once = 1;
+        for (long at = 0; at < 64; at++) {
+            fail_from = at;
+            count = 0;
+            json_t *got = json_copy_whole(src);
+            if (got) {
+                assert_true(json_equal(got, src));
+                saw_whole |= count <= at;
+                json_decref(got);
+            } else {
+                saw_null = 1;
+            }
+        }
+        fail_from = -1;
+        assert_true(saw_null);
+        assert_true(saw_whole);
+    }
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_valid_and_invalid, setup),
         cmocka_unit_test_setup(test_each_failed_allocation_is_nomem, setup),
         cmocka_unit_test_setup(test_serialize_is_whole_or_nothing, setup),
+        cmocka_unit_test_setup(test_copy_is_whole_or_nothing, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

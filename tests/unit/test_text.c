@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,8 +34,7 @@ static void collect_token(void *ud, const char *term, size_t len, unsigned flags
 static void tokens(const char *text, const char *lang, unsigned opts, struct collect *c)
 {
     memset(c, 0, sizeof *c);
-    size_t n = text_tokenize(text, strlen(text), lang, opts, collect_token, c);
-    assert_int_equal(n, c->n);
+    assert_int_equal(text_tokenize(text, strlen(text), lang, opts, collect_token, c), 0);
 }
 
 struct tok_case {
@@ -152,6 +152,59 @@ static void test_stopwords(void **state)
     assert_false(text_is_stopword("fi", "ja", 2)); /* no list: nothing is a stopword */
 }
 
+/* Every embedded list is loaded at once (text_init), so a language's list cannot go missing
+ * because memory was short the first time it was asked for. */
+static void test_stopword_lists_all_loaded(void **state)
+{
+    (void)state;
+    assert_int_equal(text_init(), 0);
+    assert_true(text_is_stopword("es", "que", 3));
+    assert_true(text_is_stopword("fr", "les", 3));
+    assert_true(text_is_stopword("nb", "og", 2) == text_is_stopword("no", "og", 2));
+}
+
+struct stem_job {
+    const char *lang, *word;
+    char got[sizeof ((struct collect *)0)->out];
+    int rc;
+};
+
+static void *stem_in_thread(void *p)
+{
+    struct stem_job *j = p;
+    struct collect c;
+    memset(&c, 0, sizeof c);
+    j->rc = text_tokenize(j->word, strlen(j->word), j->lang, 0, collect_token, &c);
+    snprintf(j->got, sizeof j->got, "%s", c.out);
+    return NULL; /* the thread's stemmers are freed as it exits (valgrind/ASan check it) */
+}
+
+/* Stemmer state is per thread (thread-local storage): threads stem alike, in parallel, and a
+ * thread that cleaned up stems again on its next call. */
+static void test_stemming_per_thread(void **state)
+{
+    (void)state;
+    struct stem_job jobs[4] = {{"en", "refunds charged", "", -1},
+                               {"sv", "beställningar", "", -1},
+                               {"de", "Rückerstattungen", "", -1},
+                               {"en", "refunds charged", "", -1}};
+    pthread_t th[4];
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, stem_in_thread, &jobs[i]), 0);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(jobs[i].rc, 0);
+        struct collect c;
+        tokens(jobs[i].word, jobs[i].lang, 0, &c); /* the same on this thread */
+        assert_string_equal(jobs[i].got, c.out);
+    }
+    assert_string_equal(jobs[0].got, "refund charg");
+    text_thread_cleanup();
+    struct collect c;
+    tokens("refunds charged", "en", 0, &c);
+    assert_string_equal(c.out, "refund charg");
+}
+
 static void test_fold(void **state)
 {
     (void)state;
@@ -212,7 +265,8 @@ int main(void)
         cmocka_unit_test(test_tokenize_table), cmocka_unit_test(test_token_flags),
         cmocka_unit_test(test_stem_table),     cmocka_unit_test(test_stopwords),
         cmocka_unit_test(test_fold),           cmocka_unit_test(test_url_normalize),
-        cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_hash),           cmocka_unit_test(test_stopword_lists_all_loaded),
+        cmocka_unit_test(test_stemming_per_thread),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     text_thread_cleanup();
