@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     z[n] = '\0';
     if (sel == 0) {
         static const char *const langs[] = {"en", "sv", "de", "xx", NULL};
-        for (size_t l = 0; l < 5; l++) {
+        for (size_t l = 0; l < 5; l++)
             CHECK(text_tokenize(text, n, langs[l], l == 3 ? TEXT_OPT_NO_STEM : 0, on_token, NULL) == 0);
         CHECK(text_tokenize(text, n, "en", TEXT_OPT_URL_ONLY, on_token, NULL) == 0);
     } else if (sel == 1) {
