@@ -64,8 +64,12 @@ int api_events(struct request *req)
     }
     n = 0;
     /* a client that already saw this state gets only what comes next */
-    if (!last || !*last || context_stream_id_cmp(last, based_on) < 0)
-        n = watch_build_events(&a, id, based_on, NULL, evs, SNAPSHOT_MAX_EVENTS);
+    if ((!last || !*last || context_stream_id_cmp(last, based_on) < 0) &&
+        (err = watch_build_events(&a, id, based_on, NULL, evs, SNAPSHOT_MAX_EVENTS, &n)) != T_OK) {
+        watch_answers_cleanup(&a);
+        sse_abort(req);
+        return err;
+    }
     sse_start(sub, based_on, evs, n); /* the conversation is watched from here on */
     if (computed) /* what came from the cache is there already (or was dropped since) */
         watch_prime(id, &a, based_on, meta_digest);

@@ -595,7 +595,7 @@ static int llm_wait_finish(struct request *req)
         struct store *s = store_thread();
         err = s ? api_suggest_llm_answer(s, w->ctx, w->local, res, &o) : T_ERR_NOMEM;
         if (err) {
-            err = reply_local(req, w->local, "validation_failed");
+            err = reply_local(req, w->local, err == T_ERR_NOMEM ? "nomem" : "validation_failed");
         } else {
             struct answer ans = {watch_slice_suggestions(o, json_array_size(json_object_get(w->local, "suggestions"))), 0};
             json_decref(o);

@@ -433,8 +433,7 @@ int feedback_entry_build(const struct feedback_input *in, const struct feedback_
     if (in->action == FEEDBACK_REJECTED) {
         uint64_t t[FEEDBACK_REJECT_MAX_TERMS];
         size_t n = 0;
-        if (!err)
-            err = feedback_context_terms(sg->context, sg->lang, t, FEEDBACK_REJECT_MAX_TERMS, &n);
+        err = feedback_context_terms(sg->context, sg->lang, t, FEEDBACK_REJECT_MAX_TERMS, &n);
         for (size_t i = 0; i < n && !err; i++)
             err = buf_printf(&e->terms, "%s%016llx", i ? " " : "", (unsigned long long)t[i]);
     }

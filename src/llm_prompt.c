@@ -369,8 +369,8 @@ static int build_grounding(struct llm_prompt *p, const struct llm_request *req, 
             return T_ERR_NOMEM; /* the array took o even on failure: no use of o after this */
         if (g->kb_id) {
             json_t *id = json_string(g->kb_id);
-            if (!id)
-                return T_ERR_BAD_REQUEST; /* ids are ours: not UTF-8 means a caller bug */
+            if (!id) /* ids are ours: not UTF-8 means a caller bug */
+                return utf8_valid((const unsigned char *)g->kb_id, strlen(g->kb_id)) ? T_ERR_NOMEM : T_ERR_BAD_REQUEST;
             if (json_object_set_new(o, "kb_id", id))
                 return T_ERR_NOMEM;
             int err = add_kb_id(p, g->kb_id);
@@ -541,7 +541,12 @@ int llm_prompt_build(const struct llm_prompt_opts *o, const struct llm_request *
                      "content", sys_s, "role", "user", "content", user_s, "stream", o->stream, "temperature",
                      o->temperature, "max_tokens", (json_int_t)o->max_tokens);
     if (!sys_s || !user_s || !model) {
-        err = sys_s && user_s && model ? T_ERR_NOMEM : T_ERR_BAD_REQUEST;
+        /* json_string fails for text that is not UTF-8, and when memory is short */
+        const char *m = o->model ? o->model : "";
+        err = utf8_valid((const unsigned char *)sys, strlen(sys)) && utf8_valid((const unsigned char *)user.data, user.len) &&
+                      utf8_valid((const unsigned char *)m, strlen(m))
+                  ? T_ERR_NOMEM
+                  : T_ERR_BAD_REQUEST;
         goto out;
     }
     if (!body) {

@@ -47,7 +47,7 @@ int main(int argc, char **argv)
     mallopt(M_ARENA_MAX, 1);
     json_io_init();
     if (text_init() != 0) {
-        fprintf(stderr, "tandemd: out of memory while loading the stopword lists\n");
+        fprintf(stderr, "tandemd: the stopword lists could not be loaded (out of memory, or more than the table holds)\n");
         return 1;
     }
     static struct config cfg;

@@ -278,16 +278,19 @@ static int stopset_build(struct stopset *ss, const char *lang, const struct embe
 }
 
 /* All at once, so a lookup needs no lock and a failed allocation is not remembered as "this
- * language has no stopwords". */
+ * language has no stopwords". A list that cannot be kept fails them all (start-up stops). */
 static void stopsets_build(void)
 {
     static const char prefix[] = "stopwords_", suffix[] = ".txt";
     const size_t np = sizeof prefix - 1, ns = sizeof suffix - 1;
     for (const struct embedded_file *f = embedded_files; f->name; f++) {
         size_t n = strlen(f->name);
-        if (n <= np + ns || n - np - ns >= TEXT_LANG_MAX || strncmp(f->name, prefix, np) != 0 ||
-            strcmp(f->name + n - ns, suffix) != 0 || n_stopsets == MAX_STOPSETS)
+        if (n <= np + ns || strncmp(f->name, prefix, np) != 0 || strcmp(f->name + n - ns, suffix) != 0)
             continue;
+        if (n - np - ns >= TEXT_LANG_MAX || n_stopsets == MAX_STOPSETS) {
+            stopsets_failed = 1; /* a new data file the table was not made for */
+            return;
+        }
         char lang[TEXT_LANG_MAX];
         memcpy(lang, f->name + np, n - np - ns);
         lang[n - np - ns] = '\0';
@@ -345,7 +348,7 @@ int text_is_stopword(const char *lang, const char *word, size_t len)
 /* Snowball stemmers keep per-call state, so each thread has its own, plus a small
  * direct-mapped cache: customer text repeats the same few hundred words and the cache turns
  * most stems into one hash and a compare. The state is thread-local storage, not allocated:
- * nothing of ours in analysing a text can fail. */
+ * analysing a text allocates nothing of ours (only libstemmer may run out of memory). */
 #define STEMMERS_PER_THREAD 4
 #define STEM_CACHE_SLOTS 512 /* power of two */
 #define STEM_CACHE_WORD 24   /* longer words are stemmed uncached */
@@ -367,6 +370,7 @@ struct stem_thread {
 
 static _Thread_local struct stem_thread stem_tls;
 static pthread_key_t stem_key; /* &stem_tls once the thread has a stemmer: frees them at exit */
+static int stem_key_ok;        /* without the key, an exiting thread's stemmers are not freed */
 static pthread_once_t stem_once = PTHREAD_ONCE_INIT;
 
 static void stem_thread_free(void *p)
@@ -378,15 +382,14 @@ static void stem_thread_free(void *p)
     memset(t, 0, sizeof *t);
 }
 
-static void stem_key_make(void) { pthread_key_create(&stem_key, stem_thread_free); }
+static void stem_key_make(void) { stem_key_ok = pthread_key_create(&stem_key, stem_thread_free) == 0; }
 
 void text_thread_cleanup(void)
 {
     pthread_once(&stem_once, stem_key_make);
-    if (pthread_getspecific(stem_key)) {
+    if (stem_key_ok)
         pthread_setspecific(stem_key, NULL);
-        stem_thread_free(&stem_tls);
-    }
+    stem_thread_free(&stem_tls);
 }
 
 /* The thread's stemmer for a clean language code in *st, NULL when the language has none.
@@ -404,7 +407,7 @@ static int stemmer_for(const char *lang, struct sb_stemmer **st)
     if (!made && errno == ENOMEM)
         return -1; /* an unknown language leaves errno alone */
     pthread_once(&stem_once, stem_key_make);
-    if (!pthread_getspecific(stem_key) && pthread_setspecific(stem_key, t) != 0) {
+    if (stem_key_ok && !pthread_getspecific(stem_key) && pthread_setspecific(stem_key, t) != 0) {
         if (made)
             sb_stemmer_delete(made);
         return -1;

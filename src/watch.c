@@ -51,6 +51,8 @@ struct watched {
                                     message's alerts are new against these, never against a
                                     cache a stream primed out of turn */
     uint64_t skip_until_ns;      /* its key is not a stream: left out of XREAD until then */
+    int redo;                    /* the state at last_id was pushed in part (out of memory):
+                                    the probe recomputes it */
     uint64_t llm_handle;         /* the model call for the newest message, 0 when none */
     struct llm_push *llm_push;   /* its callback argument: freed by whoever wins llm_cancel() */
     struct watched *next;
@@ -103,7 +105,9 @@ static struct watched *find(const char *conv)
 
 /* Caller holds lock; w's cache is current. Builds the shared forms of the cached state once per
  * state: the default suggestions answer and the summary, serialized, and the snapshot events,
- * which carry the same bytes. */
+ * which carry the same bytes. All or nothing: a part that could not be built (out of memory)
+ * leaves none, so callers compute instead of serving a snapshot without it; tried again on the
+ * next use. */
 static void snap_refresh(struct watched *w)
 {
     if (w->snap_gen == w->cache_gen)
@@ -115,15 +119,29 @@ static void snap_refresh(struct watched *w)
     json_decref(sl);
     w->sum_json = w->cache.summary ? json_serialize(w->cache.summary, JSON_COMPACT) : NULL;
     w->sum_len = w->sum_json ? strlen(w->sum_json) : 0;
+    int whole = w->sugg_json && (!w->cache.summary || w->sum_json);
     /* the order of watch_build_events: suggestions, summary, then the alerts */
-    struct sse_event *ev;
-    if (w->sugg_json && (ev = sse_event_new("suggestions", w->cache_id, w->sugg_json, w->sugg_len)) != NULL)
-        w->snap[w->n_snap++] = ev;
-    if (w->sum_json && (ev = sse_event_new("summary", w->cache_id, w->sum_json, w->sum_len)) != NULL)
-        w->snap[w->n_snap++] = ev;
+    const char *names[2] = {"suggestions", "summary"};
+    const char *bodies[2] = {w->sugg_json, w->sum_json};
+    const size_t lens[2] = {w->sugg_len, w->sum_len};
+    for (size_t i = 0; i < 2 && whole; i++) {
+        if (!bodies[i])
+            continue;
+        struct sse_event *ev = sse_event_new(names[i], w->cache_id, bodies[i], lens[i]);
+        if (ev)
+            w->snap[w->n_snap++] = ev;
+        whole = ev != NULL;
+    }
     const struct watch_answers alerts_only = {NULL, NULL, w->cache.alerts};
-    size_t max = sizeof w->snap / sizeof *w->snap;
-    w->n_snap += watch_build_events(&alerts_only, w->conv, w->cache_id, NULL, w->snap + w->n_snap, max - w->n_snap);
+    size_t max = sizeof w->snap / sizeof *w->snap, na = 0;
+    if (whole)
+        whole = watch_build_events(&alerts_only, w->conv, w->cache_id, NULL, w->snap + w->n_snap,
+                                   max - w->n_snap, &na) == T_OK;
+    w->n_snap += na;
+    if (!whole) {
+        snap_clear(w);
+        return;
+    }
     w->snap_gen = w->cache_gen;
 }
 
@@ -388,33 +406,42 @@ static int has_type(const json_t *alerts, const char *type)
     return 0;
 }
 
-size_t watch_build_events(const struct watch_answers *a, const char *conv, const char *msg_id, const json_t *prev_alerts,
-                          struct sse_event **evs, size_t max)
+int watch_build_events(const struct watch_answers *a, const char *conv, const char *msg_id, const json_t *prev_alerts,
+                       struct sse_event **evs, size_t max, size_t *n_out)
 {
     size_t n = 0;
+    int whole = 1;
     if (a->suggestions && n < max) {
         json_t *sl = watch_slice_suggestions(a->suggestions, WATCH_EVENT_K);
         evs[n] = event_of("suggestions", msg_id, sl);
         json_decref(sl);
-        n += evs[n] != NULL;
+        whole = evs[n] != NULL;
+        n += whole;
     }
-    if (a->summary && n < max) {
+    if (whole && a->summary && n < max) {
         evs[n] = event_of("summary", msg_id, a->summary);
-        n += evs[n] != NULL;
+        whole = evs[n] != NULL;
+        n += whole;
     }
     size_t i;
     json_t *al;
     json_array_foreach(a->alerts, i, al)
     {
         const char *t = json_string_value(json_object_get(al, "type"));
-        if (n >= max || !t || (prev_alerts && has_type(prev_alerts, t)))
+        if (!whole || n >= max || !t || (prev_alerts && has_type(prev_alerts, t)))
             continue;
         json_t *data = json_pack("{s:s, s:s, s:O}", "conversation_id", conv, "based_on", msg_id ? msg_id : "", "alert", al);
         evs[n] = event_of("alert", msg_id, data);
         json_decref(data);
-        n += evs[n] != NULL;
+        whole = evs[n] != NULL;
+        n += whole;
     }
-    return n;
+    if (!whole) {
+        while (n)
+            sse_event_unref(evs[--n]);
+    }
+    *n_out = n;
+    return whole ? T_OK : T_ERR_NOMEM;
 }
 
 /* ---- the model's suggestions, pushed when they arrive ---- */
@@ -535,11 +562,11 @@ static void llm_push_start(const char *conv, const char *based_on, struct contex
     pthread_mutex_unlock(&lock);
 }
 
-/* Recomputes conv's state at msg_id (NULL: newest), caches it and publishes events.
- * Returns T_OK, or an error when Redis failed (the caller retries from the same id). */
-/* Computes the state at msg_id (or the newest when NULL: a first load, which pushes nothing)
- * and pushes it. update: the state at an id already pushed, recomputed because the meta
- * changed; its events also reach streams whose snapshot is at that id. */
+/* Computes the state at msg_id (or the newest when NULL: a first load, which pushes nothing),
+ * caches it and pushes it. update: the state at an id already pushed, recomputed because the
+ * meta changed (or its first computation ran out of memory half-way); its events also reach
+ * streams whose snapshot is at that id. Returns T_OK, or an error when nothing was done and
+ * the caller should try the same id again (Redis failed, memory ran out). */
 static int process(struct store *s, const char *conv, const char *msg_id, int update)
 {
     const struct config *cfg = gapp->cfg;
@@ -567,14 +594,21 @@ static int process(struct store *s, const char *conv, const char *msg_id, int up
     char id[STREAM_ID_MAX];
     snprintf(id, sizeof id, "%s", c->newest_id[0] ? c->newest_id : "0-0");
     struct sse_event *evs[16];
-    size_t n;
+    size_t n = 0;
     /* suggestions first: the agent sees them before the summary is computed */
     struct watch_answers a = {0};
     err = gapp->compute(gapp, c, &a, WATCH_SUGGESTIONS);
+    if (!err && msg_id)
+        err = watch_build_events(&a, conv, id, NULL, evs, 1, &n);
+    if (err == T_ERR_NOMEM) {
+        /* nothing published or cached yet: the caller tries this message again */
+        watch_answers_cleanup(&a);
+        context_free(c);
+        return err;
+    }
     if (!err && msg_id) {
         /* from here the cached state (the previous message's) is no longer current: a stream
          * opened now must not take it as its snapshot, or it would miss these suggestions */
-        n = watch_build_events(&a, conv, id, NULL, evs, 1);
         for (size_t i = 0; update && i < n; i++)
             sse_event_mark_update(evs[i]);
         pthread_mutex_lock(&pub_lock);
@@ -596,21 +630,39 @@ static int process(struct store *s, const char *conv, const char *msg_id, int up
     struct watch_answers rest = {0};
     if (!err)
         err = gapp->compute(gapp, c, &rest, WATCH_SUMMARY);
-    if (err) {
-        atomic_fetch_add(&stat_errors, 1);
-        log_warn("recompute_failed", "conv=%s err=%s", conv, tandem_err_code(err));
-        watch_answers_cleanup(&a);
-        context_free(c);
-        return T_OK; /* a compute bug must not stall the stream */
-    }
     a.summary = rest.summary;
     a.alerts = rest.alerts;
-    /* remember the alerts already raised, update the cache */
+    rest.suggestions = NULL;
     json_t *prev_alerts = NULL;
     pthread_mutex_lock(&lock);
     struct watched *w = find(conv);
-    if (w) {
+    if (w)
         prev_alerts = json_incref(w->pushed_alerts);
+    pthread_mutex_unlock(&lock);
+    n = 0;
+    if (!err && msg_id) /* a new message: push; an initial load only fills the cache */
+        err = watch_build_events(&rest, conv, id, prev_alerts, evs, 16, &n);
+    if (err) {
+        atomic_fetch_add(&stat_errors, 1);
+        log_warn("recompute_failed", "conv=%s err=%s", conv, tandem_err_code(err));
+        pthread_mutex_lock(&lock);
+        w = find(conv);
+        if (w && err == T_ERR_NOMEM && msg_id)
+            w->redo = 1; /* its suggestions are out, the rest is not: the probe recomputes it */
+        else if (w && !msg_id)
+            memcpy(w->last_id, id, sizeof id); /* a first load goes on from the newest message */
+        pthread_mutex_unlock(&lock);
+        json_decref(prev_alerts);
+        watch_answers_cleanup(&a);
+        context_free(c);
+        /* a lasting compute error must not stall the stream; a first load that ran out of
+         * memory is tried again */
+        return err == T_ERR_NOMEM && !msg_id ? err : T_OK;
+    }
+    /* remember the alerts now pushed, update the cache */
+    pthread_mutex_lock(&lock);
+    w = find(conv);
+    if (w) {
         if (!w->last_id[0] || context_stream_id_cmp(id, w->last_id) >= 0) { /* never backwards */
             json_decref(w->pushed_alerts);
             w->pushed_alerts = json_incref(a.alerts);
@@ -626,17 +678,15 @@ static int process(struct store *s, const char *conv, const char *msg_id, int up
         }
         if (!w->last_id[0] || context_stream_id_cmp(id, w->last_id) > 0)
             memcpy(w->last_id, id, sizeof id);
+        if (strcmp(w->last_id, id) == 0)
+            w->redo = 0; /* the newest state is whole */
     }
     pthread_mutex_unlock(&lock);
-    if (msg_id) { /* a new message: push; an initial load only fills the cache */
-        rest.suggestions = NULL;
-        n = watch_build_events(&rest, conv, id, prev_alerts, evs, 16);
-        for (size_t i = 0; i < n; i++) {
-            if (update)
-                sse_event_mark_update(evs[i]);
-            sse_publish(conv, evs[i]);
-            sse_event_unref(evs[i]);
-        }
+    for (size_t i = 0; i < n; i++) {
+        if (update)
+            sse_event_mark_update(evs[i]);
+        sse_publish(conv, evs[i]);
+        sse_event_unref(evs[i]);
     }
     json_decref(prev_alerts);
     if (msg_id && strcmp(id, msg_id) == 0 && llm_enabled() && sse_subscribers(conv) > 0) {
@@ -784,7 +834,7 @@ static int probe_keys(struct store *s)
             w->skip_until_ns = now + WATCH_BAD_KEY_RETRY_NS;
             atomic_fetch_add(&stat_errors, 1);
         }
-        if (w && !gone && !wrong && have_md && cache_current(w) && md != w->meta_digest) {
+        if (w && !gone && !wrong && ((have_md && cache_current(w) && md != w->meta_digest) || w->redo)) {
             memcpy(stale[n_stale].conv, conv, sizeof conv);
             memcpy(stale[n_stale].at, w->last_id, STREAM_ID_MAX);
             n_stale++;

@@ -58,8 +58,9 @@ size_t text_stem(const char *lang, const char *word, size_t len, char *out, size
 /* 1 when lang names a language with a Snowball stemmer. */
 int text_lang_has_stemmer(const char *lang);
 
-/* Builds the stopword sets (otherwise built on first use). -1 when out of memory: call at
- * start-up so that fails rather than every later analysis. */
+/* Builds the stopword sets (otherwise built on first use). -1 when they could not be (out of
+ * memory, or more lists than the table holds): call at start-up so that fails rather than
+ * every later analysis. */
 int text_init(void);
 
 /* Frees the calling thread's stemmers (threads that exit free theirs automatically; the main

@@ -59,11 +59,12 @@ int watch_cached_json(const char *conv, unsigned what, struct buf *out);
 size_t watch_snapshot(const char *conv, struct sse_event **evs, size_t max, char based_on[STREAM_ID_MAX]);
 
 /* Builds the events for one state: "suggestions" (first WATCH_EVENT_K), "summary", and an
- * "alert" for each alert type not in prev_alerts (may be NULL). Returns the count written to
- * evs (at most max); each is a new reference (sse_event_unref). */
+ * "alert" for each alert type not in prev_alerts (may be NULL). *n is the count written to evs
+ * (at most max), each a new reference (sse_event_unref). T_ERR_NOMEM when one could not be
+ * built: then *n is 0 (never a state with a part missing). */
 struct sse_event;
-size_t watch_build_events(const struct watch_answers *a, const char *conv, const char *msg_id, const struct json_t *prev_alerts,
-                          struct sse_event **evs, size_t max);
+int watch_build_events(const struct watch_answers *a, const char *conv, const char *msg_id, const struct json_t *prev_alerts,
+                       struct sse_event **evs, size_t max, size_t *n);
 /* Slices a suggestions answer to its first k suggestions: new reference. */
 struct json_t *watch_slice_suggestions(const struct json_t *answer, size_t k);
 #endif

@@ -172,6 +172,61 @@ class AllocFaultTest(FaultCase):
         self.assertEqual(bad, {}, "allocation failures answered by closing the connection or with a misleading "
                          "status (of %d requests each): %r; all outcomes: %r" % (ROUNDS * len(PHASES), bad, outcomes))
 
+    def test_streams_converge_after_allocation_failures(self):
+        """Event streams opened before the failures end up with every part of each
+        conversation's newest state once they stop: a state whose suggestions went out but whose
+        summary could not be computed is computed again (the live loop's probe), not left half
+        pushed; a stream opened afterwards gets a whole snapshot."""
+        from test_events import SSEClient
+        convs = ["alloc-sse-%d" % i for i in range(12)]
+        key = "tandem:conv:{%s}:msgs"
+        newest = {}
+        for c in convs:
+            newest[c] = self.redis.cmd("XADD", key % c, "*", "role", "customer", "text",
+                                       "my card was charged twice").decode()
+        streams = {}
+        for c in convs:
+            streams[c] = SSEClient(self.srv, c)
+            self.assertEqual(streams[c].status, 200)
+            streams[c].read_until(lambda b: b.event == "summary", what="the first summary of " + c)
+        self.toggle()  # on
+        self.srv.send_signal(signal.SIGUSR1)  # every 211th allocation fails: computations fail half-way
+        try:
+            for i in range(4):
+                for c in convs:
+                    newest[c] = self.redis.cmd("XADD", key % c, "*", "role", "customer", "text",
+                                               "refund %d please, the order never arrived" % i).decode()
+                time.sleep(0.1)
+        finally:
+            self.toggle()  # off
+        deadline = time.monotonic() + 10 * SLOW
+        for c in convs:
+            seen, st = set(), streams[c]
+            while not {"suggestions", "summary"} <= seen:
+                left = deadline - time.monotonic()
+                self.assertGreater(left, 0, "%s: the newest state %s never came whole (got %s)" % (c, newest[c], seen))
+                if st.closed:  # dropped while memory was short: a new stream starts from a snapshot
+                    st.close()
+                    st = streams[c] = SSEClient(self.srv, c)
+                    self.assertEqual(st.status, 200)
+                b = st.next(min(left, 0.5))
+                if b is not None and b.is_event and b.id == newest[c]:
+                    seen.add(b.event)
+        for c in convs:
+            streams[c].close()
+            st = SSEClient(self.srv, c)
+            got = {}
+            try:
+                while not {"suggestions", "summary"} <= set(got):
+                    b = st.next(2 * SLOW)
+                    self.assertIsNotNone(b, "%s: a new stream's snapshot lacks parts: %r" % (c, got))
+                    if b.is_event:
+                        got[b.event] = b.id
+            finally:
+                st.close()
+            self.assertEqual(got["suggestions"], newest[c])
+            self.assertEqual(got["summary"], newest[c])
+
 
 if __name__ == "__main__":
     unittest.main()
