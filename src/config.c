@@ -13,6 +13,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "tandem/llm.h" /* the LLM_DEFAULT_* values are the defaults here */
+
 enum opt_type { OPT_STR, OPT_LONG };
 
 #define OPT_SECRET 0x1
@@ -27,6 +29,8 @@ struct opt {
     const char *help;    /* the accepted form, used in errors and --help */
 };
 
+#define XSTR(x) STR(x)
+#define STR(x) #x
 #define S(field) OPT_STR, offsetof(struct config, field)
 #define L(field) OPT_LONG, offsetof(struct config, field)
 
@@ -49,7 +53,25 @@ static const struct opt opts[] = {
     {"TANDEM_LLM_MODEL", S(llm_model), NULL, 0, 0, 0, "model name as the server knows it"},
     {"TANDEM_LLM_API_KEY", S(llm_api_key), NULL, 0, 0, OPT_SECRET, "the API key"},
     {"TANDEM_LLM_API_KEY_FILE", S(llm_api_key_file), NULL, 0, 0, 0, "path to a file holding the API key"},
-    {"TANDEM_LLM_TIMEOUT_MS", L(llm_timeout_ms), "4000", 100, 120000, 0, "milliseconds, 100-120000"},
+    {"TANDEM_LLM_TIMEOUT_MS", L(llm_timeout_ms), XSTR(LLM_DEFAULT_TIMEOUT_MS), 100, 120000, 0,
+     "milliseconds, 100-120000"},
+    {"TANDEM_LLM_SYSTEM_PROMPT_FILE", S(llm_system_prompt_file), NULL, 0, 0, 0,
+     "path to a UTF-8 text file replacing the built-in system prompt (data/llm_system_prompt.txt)"},
+    {"TANDEM_LLM_STREAM", L(llm_stream), "1", 0, 1, 0, "1 (stream the answer) or 0"},
+    {"TANDEM_LLM_JSON_MODE", L(llm_json_mode), "1", 0, 1, 0, "1 (ask for a JSON object response) or 0"},
+    {"TANDEM_LLM_MAX_TOKENS", L(llm_max_tokens), XSTR(LLM_DEFAULT_MAX_TOKENS), 16, 32768, 0, "16-32768"},
+    {"TANDEM_LLM_TEMPERATURE", S(llm_temperature_text), XSTR(LLM_DEFAULT_TEMPERATURE), 0, 0, 0, "a number 0-2"},
+    {"TANDEM_LLM_FIRST_BYTE_MS", L(llm_first_byte_ms), "0", 0, 120000, 0,
+     "milliseconds to the first byte per attempt, 0-120000 (0: 2500, or less within the timeout)"},
+    {"TANDEM_LLM_STALL_MS", L(llm_stall_ms), XSTR(LLM_DEFAULT_STALL_MS), 50, 120000, 0,
+     "milliseconds without a byte mid-answer before giving up, 50-120000"},
+    {"TANDEM_LLM_BREAKER_FAILURES", L(llm_breaker_failures), XSTR(LLM_DEFAULT_BREAKER_FAILURES), 1, 1000, 0,
+     "consecutive failed requests that open the circuit breaker, 1-1000"},
+    {"TANDEM_LLM_BREAKER_COOLDOWN_MS", L(llm_breaker_cooldown_ms), XSTR(LLM_DEFAULT_BREAKER_COOLDOWN_MS), 100,
+     3600000, 0, "milliseconds before the open breaker lets one probe through, 100-3600000"},
+    {"TANDEM_LLM_PROXY", S(llm_proxy), NULL, 0, 0, 0, "http://, https:// or socks5h://[user:password@]host:port"},
+    {"TANDEM_LLM_CA_FILE", S(llm_ca_file), NULL, 0, 0, 0, "path to a PEM file of CA certificates for the LLM server"},
+    {"TANDEM_QUALITY_PER_AGENT", L(quality_per_agent), "0", 0, 1, 0, "1 keeps quality figures per agent too, or 0"},
     {"TANDEM_LOG_LEVEL", S(log_level_name), "info", 0, 0, 0, "debug, info, warn or error"},
     {"TANDEM_LOG_FORMAT", S(log_format), "json", 0, 0, 0, "json or text"},
     {"TANDEM_MAX_BODY", L(max_body), "1048576", 1024, 67108864, 0, "bytes, 1024-67108864"},
@@ -529,6 +551,20 @@ static int validate(struct config *c, FILE *err)
     }
     if (c->llm_api_key_file && access(c->llm_api_key_file, R_OK) != 0)
         return fail(err, "TANDEM_LLM_API_KEY_FILE", c->llm_api_key_file, "a readable file holding the API key");
+    char *end;
+    errno = 0;
+    c->llm_temperature = strtod(c->llm_temperature_text, &end);
+    if (errno || end == c->llm_temperature_text || *end || !(c->llm_temperature >= 0 && c->llm_temperature <= 2))
+        return fail(err, "TANDEM_LLM_TEMPERATURE", c->llm_temperature_text, find_opt("TANDEM_LLM_TEMPERATURE")->help);
+    if (c->llm_proxy && strncmp(c->llm_proxy, "http://", 7) != 0 && strncmp(c->llm_proxy, "https://", 8) != 0 &&
+        strncmp(c->llm_proxy, "socks5h://", 10) != 0) {
+        mask_url(c->llm_proxy, masked, sizeof masked);
+        return fail(err, "TANDEM_LLM_PROXY", masked, find_opt("TANDEM_LLM_PROXY")->help);
+    }
+    if (c->llm_ca_file && access(c->llm_ca_file, R_OK) != 0)
+        return fail(err, "TANDEM_LLM_CA_FILE", c->llm_ca_file, "a readable PEM file of CA certificates");
+    if (c->llm_system_prompt_file && access(c->llm_system_prompt_file, R_OK) != 0)
+        return fail(err, "TANDEM_LLM_SYSTEM_PROMPT_FILE", c->llm_system_prompt_file, "a readable UTF-8 text file");
     if (log_parse_level(c->log_level_name, &c->log_level))
         return fail(err, "TANDEM_LOG_LEVEL", c->log_level_name, "debug, info, warn or error");
     if (strcmp(c->log_format, "json") == 0)
@@ -618,7 +654,7 @@ void config_print_help(FILE *out)
     for (size_t i = 0; i < N_OPTS; i++) {
         char fn[64];
         flag_name(&opts[i], fn, sizeof fn);
-        fprintf(out, "  --%-24s %-28s %s", fn, opts[i].env, opts[i].help);
+        fprintf(out, "  --%-30s %-31s %s", fn, opts[i].env, opts[i].help);
         if (opts[i].def && *opts[i].def)
             fprintf(out, " (default %s)", opts[i].def);
         fputc('\n', out);
@@ -638,7 +674,8 @@ void config_print(const struct config *c, FILE *out)
             fprintf(out, "%s=\n", o->env);
         } else if (o->flags & OPT_SECRET) {
             fprintf(out, "%s=***\n", o->env);
-        } else if (strcmp(o->env, "TANDEM_REDIS_URL") == 0 || strcmp(o->env, "TANDEM_LLM_URL") == 0) {
+        } else if (strcmp(o->env, "TANDEM_REDIS_URL") == 0 || strcmp(o->env, "TANDEM_LLM_URL") == 0 ||
+                   strcmp(o->env, "TANDEM_LLM_PROXY") == 0) {
             char masked[1024];
             mask_url(v, masked, sizeof masked);
             fprintf(out, "%s=%s\n", o->env, masked);

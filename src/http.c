@@ -627,21 +627,40 @@ static int is_peer_gone(const char *msg, size_t n)
     return 0;
 }
 
-__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+/* Makes libmicrohttpd's text fit a log value in quotes: no trailing line break, no quote or
+ * control character. Returns the length. */
+static size_t quotable(char *msg)
 {
-    (void)cls;
-    char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
     for (size_t i = 0; i < n; i++)
         if (msg[i] == '\'' || (unsigned char)msg[i] < 0x20)
             msg[i] = ' ';
+    return n;
+}
+
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = quotable(msg);
     if (is_peer_gone(msg, n))
         log_debug("http_server", "detail='%s'", msg);
     else
         log_warn("http_server", "detail='%s'", msg);
+}
+
+/* libmicrohttpd aborts on an internal inconsistency; say where first, in our log. */
+static void on_mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+    (void)cls;
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", reason ? reason : "");
+    quotable(msg);
+    log_error("http_server_panic", "file=%s line=%u reason='%s'", file ? file : "?", line, msg);
+    abort();
 }
 
 struct http_server *http_start(struct app *app)
@@ -670,6 +689,7 @@ struct http_server *http_start(struct app *app)
         }
     }
 
+    MHD_set_panic_func(on_mhd_panic, NULL);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
     if (cfg->listen_addr.ss_family == AF_INET6)
@@ -697,9 +717,10 @@ void http_stop(struct http_server *srv, unsigned grace_ms, void (*before_stop)(v
 {
     if (!srv)
         return;
+    /* no new connections; the listening socket is closed only after MHD_stop_daemon, as its
+     * manual says: a worker thread may still use it, and its number, reused by another socket
+     * meanwhile, would be acted on by MHD (which aborts when a descriptor turns out wrong) */
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
     /* streams end at once (clients reconnect elsewhere with Last-Event-ID) */
     sse_shutdown();
     uint64_t deadline = clock_mono_ns() + (uint64_t)grace_ms * 1000000u;
@@ -721,5 +742,7 @@ void http_stop(struct http_server *srv, unsigned grace_ms, void (*before_stop)(v
     if (streams)
         log_warn("shutdown_streams_open", "streams=%u", streams);
     MHD_stop_daemon(srv->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
     free(srv);
 }

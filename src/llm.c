@@ -1060,22 +1060,6 @@ int llm_complete_sync(const struct llm_request *req, struct llm_result **out)
 
 /* ---- from the program config ---- */
 
-static int env_long(const char *name, long min, long max, long *out, FILE *err)
-{
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return 0;
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < min || x > max) {
-        fprintf(err, "tandemd: %s=%s: expected an integer %ld-%ld\n", name, v, min, max);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int read_key_file(const char *path, char **out, FILE *err)
 {
     FILE *f = fopen(path, "r");
@@ -1116,60 +1100,32 @@ int llm_start_from_config(const struct config *cfg, FILE *err)
     c.model = cfg->llm_model;
     c.api_key = cfg->llm_api_key;
     c.timeout_ms = cfg->llm_timeout_ms > 0 ? cfg->llm_timeout_ms : LLM_DEFAULT_TIMEOUT_MS;
+    /* the knobs were validated with the rest of the configuration (config.c) */
+    c.temperature = cfg->llm_temperature;
+    c.stream = cfg->llm_stream != 0;
+    c.json_mode = cfg->llm_json_mode != 0;
+    if (cfg->llm_max_tokens > 0)
+        c.max_tokens = (unsigned)cfg->llm_max_tokens;
+    c.first_byte_ms = cfg->llm_first_byte_ms;
+    if (cfg->llm_stall_ms > 0)
+        c.stall_ms = cfg->llm_stall_ms;
+    if (cfg->llm_breaker_failures > 0)
+        c.breaker_failures = (unsigned)cfg->llm_breaker_failures;
+    if (cfg->llm_breaker_cooldown_ms > 0)
+        c.breaker_cooldown_ms = cfg->llm_breaker_cooldown_ms;
+    c.proxy = cfg->llm_proxy;
+    c.ca_file = cfg->llm_ca_file;
     char *key = NULL, *prompt = NULL;
-    long stream = 1, json_mode = 1, max_tokens = LLM_DEFAULT_MAX_TOKENS;
     int rc = -1;
-    const char *t = getenv("TANDEM_LLM_TEMPERATURE");
-    if (t && *t) {
-        char *end;
-        errno = 0;
-        double d = strtod(t, &end);
-        if (errno || *end || end == t || d < 0 || d > 2) {
-            fprintf(err, "tandemd: TANDEM_LLM_TEMPERATURE=%s: expected a number 0-2\n", t);
-            goto out;
-        }
-        c.temperature = d;
-    }
-    if (env_long("TANDEM_LLM_STREAM", 0, 1, &stream, err) || env_long("TANDEM_LLM_JSON_MODE", 0, 1, &json_mode, err) ||
-        env_long("TANDEM_LLM_MAX_TOKENS", 16, 32768, &max_tokens, err) ||
-        env_long("TANDEM_LLM_FIRST_BYTE_MS", 50, 120000, &c.first_byte_ms, err) ||
-        env_long("TANDEM_LLM_STALL_MS", 50, 120000, &c.stall_ms, err) ||
-        env_long("TANDEM_LLM_BREAKER_COOLDOWN_MS", 100, 3600000, &c.breaker_cooldown_ms, err))
-        goto out;
-    long bf = LLM_DEFAULT_BREAKER_FAILURES;
-    if (env_long("TANDEM_LLM_BREAKER_FAILURES", 1, 1000, &bf, err))
-        goto out;
-    c.breaker_failures = (unsigned)bf;
-    c.stream = (int)stream;
-    c.json_mode = (int)json_mode;
-    c.max_tokens = (unsigned)max_tokens;
-    const char *proxy = getenv("TANDEM_LLM_PROXY");
-    if (proxy && *proxy) {
-        if (strncmp(proxy, "http://", 7) != 0 && strncmp(proxy, "https://", 8) != 0 &&
-            strncmp(proxy, "socks5h://", 10) != 0) {
-            fprintf(err, "tandemd: TANDEM_LLM_PROXY=%s: expected http://, https:// or socks5h://host:port\n", proxy);
-            goto out;
-        }
-        c.proxy = proxy;
-    }
     if (cfg->llm_api_key_file) {
         if (read_key_file(cfg->llm_api_key_file, &key, err))
             goto out;
         c.api_key = key;
     }
-    const char *ca = getenv("TANDEM_LLM_CA_FILE");
-    if (ca && *ca) {
-        if (access(ca, R_OK) != 0) {
-            fprintf(err, "tandemd: TANDEM_LLM_CA_FILE=%s: expected a readable PEM file of CA certificates\n", ca);
-            goto out;
-        }
-        c.ca_file = ca;
-    }
-    const char *sp = getenv("TANDEM_LLM_SYSTEM_PROMPT_FILE");
-    if (sp && *sp) {
+    if (cfg->llm_system_prompt_file) {
         char why[512];
-        if (llm_prompt_load_system(sp, &prompt, why, sizeof why)) {
-            fprintf(err, "tandemd: TANDEM_LLM_SYSTEM_PROMPT_FILE=%s: %s\n", sp, why);
+        if (llm_prompt_load_system(cfg->llm_system_prompt_file, &prompt, why, sizeof why)) {
+            fprintf(err, "tandemd: TANDEM_LLM_SYSTEM_PROMPT_FILE=%s: %s\n", cfg->llm_system_prompt_file, why);
             goto out;
         }
         c.system_prompt = prompt;

@@ -101,6 +101,7 @@ int main(int argc, char **argv)
          * (a 10,000-entry KB: 37 MB resident before, 26 MB after) */
         malloc_trim(0);
     }
+    quality_set_per_agent(cfg.quality_per_agent != 0);
     if (llm_start_from_config(&cfg, stderr) < 0)
         goto out;
     app.memory = memory_store_new();

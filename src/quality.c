@@ -36,19 +36,11 @@ int quality_key(char *out, size_t outsz, enum quality_dim d)
     return feedback_key(out, outsz, "quality", names[d]);
 }
 
-static int per_agent_flag;
-static pthread_once_t per_agent_once = PTHREAD_ONCE_INIT;
-static void per_agent_read(void)
-{
-    const char *v = getenv("TANDEM_QUALITY_PER_AGENT");
-    per_agent_flag = v && strcmp(v, "1") == 0;
-}
+static atomic_int per_agent_flag;
 
-int quality_per_agent(void)
-{
-    pthread_once(&per_agent_once, per_agent_read);
-    return per_agent_flag;
-}
+void quality_set_per_agent(int on) { atomic_store(&per_agent_flag, on != 0); }
+
+int quality_per_agent(void) { return atomic_load(&per_agent_flag); }
 
 /* ---- figures ----------------------------------------------------------------------------------- */
 

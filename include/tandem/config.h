@@ -43,9 +43,21 @@ struct config {
     char *llm_model;
     char *llm_api_key; /* secret */
     char *llm_api_key_file;
+    char *llm_system_prompt_file;
+    char *llm_temperature_text;
+    char *llm_proxy; /* may hold credentials: masked when printed */
+    char *llm_ca_file;
     char *log_level_name;
     char *log_format;
     long llm_timeout_ms;
+    long llm_stream;
+    long llm_json_mode;
+    long llm_max_tokens;
+    long llm_first_byte_ms; /* 0: the smaller of LLM_DEFAULT_FIRST_BYTE_MS and the timeout */
+    long llm_stall_ms;
+    long llm_breaker_failures;
+    long llm_breaker_cooldown_ms;
+    long quality_per_agent;
     long max_body;
     long max_transcripts_body;
     long threads;
@@ -66,6 +78,7 @@ struct config {
     size_t n_origins;
     enum log_level log_level;
     int log_json;
+    double llm_temperature;
 };
 
 /* Fills cfg with defaults, then env vars, then argv flags (--name=value or --name value), then

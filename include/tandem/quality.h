@@ -52,7 +52,9 @@ enum quality_dim { QUALITY_BY_ENGINE, QUALITY_BY_KB, QUALITY_BY_AGENT };
 
 /* The Redis key of one dimension's hash. Returns the length or -1 when it does not fit. */
 int quality_key(char *out, size_t outsz, enum quality_dim d);
-/* 1 when TANDEM_QUALITY_PER_AGENT is "1" (read once). */
+/* Whether figures are kept per agent too (TANDEM_QUALITY_PER_AGENT, set at start-up; off by
+ * default). */
+void quality_set_per_agent(int on);
 int quality_per_agent(void);
 
 struct quality_figures {

@@ -190,6 +190,10 @@ def binary_path():
     return p.resolve()
 
 
+# Signals a crash dies of (abort(), a bad pointer, an illegal instruction, a bus or FPU error).
+CRASH_SIGNALS = (signal.SIGABRT, signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE)
+
+
 def _tail(text, n=40):
     lines = text.splitlines()
     return "\n".join(lines[-n:])
@@ -735,6 +739,9 @@ class Tandemd:
             self.proc.send_signal(sig)
             self.wait_exit(timeout)
         self.check(require_alive=False)
+        if self.returncode is not None and -self.returncode in CRASH_SIGNALS:
+            # always a bug: say what the process wrote last (glibc and libmicrohttpd say why)
+            raise AssertionError("tandemd died of signal %d:\n%s" % (-self.returncode, _tail(self.log_text())))
         return self.returncode
 
     def kill(self):

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "tandem/config.h"
+#include "tandem/llm.h"
 
 #define MAX_ARGS 16
 
@@ -331,6 +332,20 @@ static void test_bad_values(void **state)
         {{"TANDEM_REDIS_TIMEOUT_MS=9"}, "TANDEM_REDIS_TIMEOUT_MS"},
         {{"TANDEM_IDLE_TIMEOUT_S=0"}, "TANDEM_IDLE_TIMEOUT_S"},
         {{"TANDEM_IDLE_TIMEOUT_S="}, "TANDEM_IDLE_TIMEOUT_S"},
+        {{"TANDEM_LLM_STREAM=2"}, "TANDEM_LLM_STREAM"},
+        {{"TANDEM_LLM_JSON_MODE=yes"}, "TANDEM_LLM_JSON_MODE"},
+        {{"TANDEM_LLM_MAX_TOKENS=15"}, "TANDEM_LLM_MAX_TOKENS"},
+        {{"TANDEM_LLM_TEMPERATURE=2.5"}, "TANDEM_LLM_TEMPERATURE"},
+        {{"TANDEM_LLM_TEMPERATURE=warm"}, "TANDEM_LLM_TEMPERATURE"},
+        {{"TANDEM_LLM_TEMPERATURE=nan"}, "TANDEM_LLM_TEMPERATURE"},
+        {{"TANDEM_LLM_FIRST_BYTE_MS=120001"}, "TANDEM_LLM_FIRST_BYTE_MS"},
+        {{"TANDEM_LLM_STALL_MS=49"}, "TANDEM_LLM_STALL_MS"},
+        {{"TANDEM_LLM_BREAKER_FAILURES=0"}, "TANDEM_LLM_BREAKER_FAILURES"},
+        {{"TANDEM_LLM_BREAKER_COOLDOWN_MS=99"}, "TANDEM_LLM_BREAKER_COOLDOWN_MS"},
+        {{"TANDEM_LLM_PROXY=ftp://proxy:21"}, "TANDEM_LLM_PROXY"},
+        {{"TANDEM_LLM_CA_FILE=/nonexistent/ca.pem"}, "TANDEM_LLM_CA_FILE"},
+        {{"TANDEM_LLM_SYSTEM_PROMPT_FILE=/nonexistent/prompt.txt"}, "TANDEM_LLM_SYSTEM_PROMPT_FILE"},
+        {{"TANDEM_QUALITY_PER_AGENT=true"}, "TANDEM_QUALITY_PER_AGENT"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct load l;
@@ -783,6 +798,36 @@ static void test_print_config_masks_llm_url_credentials(void **state)
                    out);
 }
 
+/* The LLM and quality knobs are settings like the others: flags win over the environment,
+ * --print-config shows them, a proxy's password is masked there and in errors. */
+static void test_llm_and_quality_knobs(void **state)
+{
+    (void)state;
+    const char *env[] = {"TANDEM_LLM_MAX_TOKENS=200", "TANDEM_LLM_TEMPERATURE=0", "TANDEM_QUALITY_PER_AGENT=1",
+                         "TANDEM_LLM_PROXY=socks5h://me:proxysecret@proxy.internal:1080", NULL};
+    const char *args[] = {"--llm-max-tokens", "300", "--llm-stream=0", "--llm-temperature", "1.25", NULL};
+    struct load l;
+    load_run(&l, args, env);
+    assert_int_equal(l.rc, 0);
+    assert_int_equal(l.cfg.llm_max_tokens, 300);
+    assert_int_equal(l.cfg.llm_stream, 0);
+    assert_int_equal(l.cfg.llm_json_mode, 1);
+    assert_true(l.cfg.llm_temperature == 1.25);
+    assert_int_equal(l.cfg.quality_per_agent, 1);
+    assert_int_equal(l.cfg.llm_stall_ms, LLM_DEFAULT_STALL_MS);
+    char *out = print_config(&l.cfg);
+    load_done(&l);
+    int shown = strstr(out, "TANDEM_LLM_MAX_TOKENS=300\n") && strstr(out, "TANDEM_QUALITY_PER_AGENT=1\n") &&
+                strstr(out, "TANDEM_LLM_PROXY=socks5h://me:***@proxy.internal:1080\n");
+    fail_collected(!shown || strstr(out, "proxysecret") != NULL, "knobs not shown, or the proxy password shown", out);
+    const char *bad[] = {"TANDEM_LLM_PROXY=ftp://me:proxysecret@proxy:21", NULL};
+    load_run(&l, NULL, bad);
+    assert_int_equal(l.rc, -1);
+    int leaked = l.err && strstr(l.err, "proxysecret") != NULL;
+    load_done(&l);
+    assert_false(leaked);
+}
+
 static void test_help_lists_every_variable(void **state)
 {
     (void)state;
@@ -822,6 +867,7 @@ int main(void)
         cmocka_unit_test(test_print_config_masks_secrets),
         cmocka_unit_test(test_print_config_shows_settings),
         cmocka_unit_test(test_print_config_masks_llm_url_credentials),
+        cmocka_unit_test(test_llm_and_quality_knobs),
         cmocka_unit_test(test_help_lists_every_variable),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -775,6 +775,15 @@ static void test_no_key_no_header(void **state)
     llm_stop();
 }
 
+/* A configuration as tandemd loads it: defaults, then the environment env (NULL-terminated). */
+static int load_config(struct config *cfg, char **env, FILE *err)
+{
+    char action = 0;
+    char *argv[] = {"tandemd", NULL};
+    memset(cfg, 0, sizeof *cfg);
+    return config_load(cfg, 1, argv, env, &action, err);
+}
+
 static void test_start_from_config(void **state)
 {
     (void)state;
@@ -784,32 +793,36 @@ static void test_start_from_config(void **state)
     assert_int_equal(write(fd, "sk-from-file-42\nsecond line\n", 28), 28);
     close(fd);
     struct config cfg;
-    memset(&cfg, 0, sizeof cfg);
     char errbuf[512];
     FILE *err = fmemopen(errbuf, sizeof errbuf, "w");
     setvbuf(err, NULL, _IONBF, 0);
+    char url[128], keyfile[128], budget[64];
+    snprintf(url, sizeof url, "TANDEM_LLM_URL=%s", fake_v1);
+    snprintf(keyfile, sizeof keyfile, "TANDEM_LLM_API_KEY_FILE=%s", keypath);
+    snprintf(budget, sizeof budget, "TANDEM_LLM_TIMEOUT_MS=%d", BUDGET_MS);
     /* no URL: the LLM is off, not an error */
+    char *none[] = {NULL};
+    assert_int_equal(load_config(&cfg, none, err), 0);
     assert_int_equal(llm_start_from_config(&cfg, err), 1);
-    cfg.llm_url = fake_v1;
-    cfg.llm_model = "fake";
-    cfg.llm_api_key_file = keypath;
-    cfg.llm_timeout_ms = BUDGET_MS;
-    /* bad extra settings name the variable */
-    setenv("TANDEM_LLM_STREAM", "2", 1);
-    assert_int_equal(llm_start_from_config(&cfg, err), -1);
-    assert_non_null(strstr(errbuf, "TANDEM_LLM_STREAM=2"));
-    unsetenv("TANDEM_LLM_STREAM");
+    config_cleanup(&cfg);
+    /* bad knobs stop start-up with the configuration, naming the variable */
+    char *bad_stream[] = {url, "TANDEM_LLM_MODEL=fake", "TANDEM_LLM_STREAM=2", NULL};
     rewind(err);
-    setenv("TANDEM_LLM_SYSTEM_PROMPT_FILE", "/nonexistent/prompt.txt", 1);
-    assert_int_equal(llm_start_from_config(&cfg, err), -1);
+    assert_int_equal(load_config(&cfg, bad_stream, err), -1);
+    assert_non_null(strstr(errbuf, "TANDEM_LLM_STREAM=2"));
+    config_cleanup(&cfg);
+    char *bad_prompt[] = {url, "TANDEM_LLM_MODEL=fake", "TANDEM_LLM_SYSTEM_PROMPT_FILE=/nonexistent/prompt.txt", NULL};
+    rewind(err);
+    assert_int_equal(load_config(&cfg, bad_prompt, err), -1);
     assert_non_null(strstr(errbuf, "TANDEM_LLM_SYSTEM_PROMPT_FILE"));
-    unsetenv("TANDEM_LLM_SYSTEM_PROMPT_FILE");
+    config_cleanup(&cfg);
     assert_int_equal(llm_enabled(), 0);
-    /* good: the key is the file's first line */
+    /* good: the key is the file's first line; the knobs reach the request */
     fake_reset();
-    setenv("TANDEM_LLM_STREAM", "0", 1);
+    char *good[] = {url, "TANDEM_LLM_MODEL=fake", keyfile, budget, "TANDEM_LLM_STREAM=0", "TANDEM_LLM_MAX_TOKENS=123",
+                    "TANDEM_LLM_TEMPERATURE=1.5", NULL};
+    assert_int_equal(load_config(&cfg, good, err), 0);
     assert_int_equal(llm_start_from_config(&cfg, err), 0);
-    unsetenv("TANDEM_LLM_STREAM");
     struct llm_result *res = run_sync();
     assert_string_equal(res->outcome, "ok");
     llm_result_free(res);
@@ -817,6 +830,11 @@ static void test_start_from_config(void **state)
     json_t *p0 = json_array_get(prompts, 0);
     assert_string_equal(json_string_value(json_object_get(p0, "auth")), "Bearer sk-from-file-42");
     assert_true(json_is_false(json_object_get(p0, "stream")));
+    json_t *body = json_loads(json_string_value(json_object_get(p0, "body")), 0, NULL);
+    assert_non_null(body);
+    assert_int_equal(json_integer_value(json_object_get(body, "max_tokens")), 123);
+    assert_true(json_real_value(json_object_get(body, "temperature")) == 1.5);
+    json_decref(body);
     json_decref(prompts);
     llm_stop();
     /* an empty key file is refused */
@@ -826,6 +844,7 @@ static void test_start_from_config(void **state)
     rewind(err);
     assert_int_equal(llm_start_from_config(&cfg, err), -1);
     assert_non_null(strstr(errbuf, "TANDEM_LLM_API_KEY_FILE"));
+    config_cleanup(&cfg);
     fclose(err);
     unlink(keypath);
 }
