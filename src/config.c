@@ -62,7 +62,8 @@ static const struct opt opts[] = {
     {"TANDEM_LLM_MAX_TOKENS", L(llm_max_tokens), XSTR(LLM_DEFAULT_MAX_TOKENS), 16, 32768, 0, "16-32768"},
     {"TANDEM_LLM_TEMPERATURE", S(llm_temperature_text), XSTR(LLM_DEFAULT_TEMPERATURE), 0, 0, 0, "a number 0-2"},
     {"TANDEM_LLM_FIRST_BYTE_MS", L(llm_first_byte_ms), "0", 0, 120000, 0,
-     "milliseconds to the first byte per attempt, 0-120000 (0: 2500, or less within the timeout)"},
+     "milliseconds to the first byte per attempt, 50-120000, or 0: 2500 when streaming (at most the timeout), "
+     "else the timeout"},
     {"TANDEM_LLM_STALL_MS", L(llm_stall_ms), XSTR(LLM_DEFAULT_STALL_MS), 50, 120000, 0,
      "milliseconds without a byte mid-answer before giving up, 50-120000"},
     {"TANDEM_LLM_BREAKER_FAILURES", L(llm_breaker_failures), XSTR(LLM_DEFAULT_BREAKER_FAILURES), 1, 1000, 0,
@@ -551,6 +552,11 @@ static int validate(struct config *c, FILE *err)
     }
     if (c->llm_api_key_file && access(c->llm_api_key_file, R_OK) != 0)
         return fail(err, "TANDEM_LLM_API_KEY_FILE", c->llm_api_key_file, "a readable file holding the API key");
+    if (c->llm_first_byte_ms > 0 && c->llm_first_byte_ms < 50) {
+        char v[24];
+        snprintf(v, sizeof v, "%ld", c->llm_first_byte_ms);
+        return fail(err, "TANDEM_LLM_FIRST_BYTE_MS", v, find_opt("TANDEM_LLM_FIRST_BYTE_MS")->help);
+    }
     char *end;
     errno = 0;
     c->llm_temperature = strtod(c->llm_temperature_text, &end);

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -721,6 +722,9 @@ void http_stop(struct http_server *srv, unsigned grace_ms, void (*before_stop)(v
      * manual says: a worker thread may still use it, and its number, reused by another socket
      * meanwhile, would be acted on by MHD (which aborts when a descriptor turns out wrong) */
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        shutdown(fd, SHUT_RDWR); /* stops listening now (new connections are refused, not left in
+                                    the backlog), keeps the descriptor's number ours */
     /* streams end at once (clients reconnect elsewhere with Last-Event-ID) */
     sse_shutdown();
     uint64_t deadline = clock_mono_ns() + (uint64_t)grace_ms * 1000000u;

@@ -1100,19 +1100,15 @@ int llm_start_from_config(const struct config *cfg, FILE *err)
     c.model = cfg->llm_model;
     c.api_key = cfg->llm_api_key;
     c.timeout_ms = cfg->llm_timeout_ms > 0 ? cfg->llm_timeout_ms : LLM_DEFAULT_TIMEOUT_MS;
-    /* the knobs were validated with the rest of the configuration (config.c) */
+    /* the knobs were validated, defaults filled in, with the rest of the configuration (config.c) */
     c.temperature = cfg->llm_temperature;
     c.stream = cfg->llm_stream != 0;
     c.json_mode = cfg->llm_json_mode != 0;
-    if (cfg->llm_max_tokens > 0)
-        c.max_tokens = (unsigned)cfg->llm_max_tokens;
-    c.first_byte_ms = cfg->llm_first_byte_ms;
-    if (cfg->llm_stall_ms > 0)
-        c.stall_ms = cfg->llm_stall_ms;
-    if (cfg->llm_breaker_failures > 0)
-        c.breaker_failures = (unsigned)cfg->llm_breaker_failures;
-    if (cfg->llm_breaker_cooldown_ms > 0)
-        c.breaker_cooldown_ms = cfg->llm_breaker_cooldown_ms;
+    c.max_tokens = (unsigned)cfg->llm_max_tokens;
+    c.first_byte_ms = cfg->llm_first_byte_ms; /* 0: llm_start derives it */
+    c.stall_ms = cfg->llm_stall_ms;
+    c.breaker_failures = (unsigned)cfg->llm_breaker_failures;
+    c.breaker_cooldown_ms = cfg->llm_breaker_cooldown_ms;
     c.proxy = cfg->llm_proxy;
     c.ca_file = cfg->llm_ca_file;
     char *key = NULL, *prompt = NULL;

@@ -580,6 +580,8 @@ static int process(struct store *s, const char *conv, const char *msg_id, int up
         struct watched *w = find(conv);
         if (w && w->cache_id[0])
             cache_drop(w);
+        if (w)
+            w->redo = 0;
         pthread_mutex_unlock(&lock);
         return T_OK;
     }
@@ -647,10 +649,12 @@ static int process(struct store *s, const char *conv, const char *msg_id, int up
         log_warn("recompute_failed", "conv=%s err=%s", conv, tandem_err_code(err));
         pthread_mutex_lock(&lock);
         w = find(conv);
-        if (w && err == T_ERR_NOMEM && msg_id)
-            w->redo = 1; /* its suggestions are out, the rest is not: the probe recomputes it */
-        else if (w && !msg_id)
-            memcpy(w->last_id, id, sizeof id); /* a first load goes on from the newest message */
+        if (w && msg_id && strcmp(w->last_id, id) == 0)
+            w->redo = err == T_ERR_NOMEM; /* its suggestions are out, the rest is not: the probe
+                                             recomputes it (not a lasting error: that would spin) */
+        else if (w && !msg_id && err != T_ERR_NOMEM)
+            memcpy(w->last_id, id, sizeof id); /* a first load that cannot succeed goes on from
+                                                  the newest message (else it is tried again) */
         pthread_mutex_unlock(&lock);
         json_decref(prev_alerts);
         watch_answers_cleanup(&a);
@@ -834,7 +838,8 @@ static int probe_keys(struct store *s)
             w->skip_until_ns = now + WATCH_BAD_KEY_RETRY_NS;
             atomic_fetch_add(&stat_errors, 1);
         }
-        if (w && !gone && !wrong && ((have_md && cache_current(w) && md != w->meta_digest) || w->redo)) {
+        if (w && !gone && !wrong &&
+            ((have_md && cache_current(w) && md != w->meta_digest) || (w->redo && context_valid_stream_id(w->last_id)))) {
             memcpy(stale[n_stale].conv, conv, sizeof conv);
             memcpy(stale[n_stale].at, w->last_id, STREAM_ID_MAX);
             n_stale++;

@@ -168,7 +168,10 @@ class CliTest(TandemTestCase):
         self.assertIn("machine-suggested", cp.stdout)
         self.assertRegex(cp.stdout, r"(?m)^1\. \[KB: .+, score \d\.\d\d\]$")
         self.assertIn("Hi Anna,", cp.stdout)
-        want = self.srv.request("GET", "/v1/focus/suggestions/1?format=text").text
+        r = self.srv.request("GET", "/v1/focus/suggestions/1?format=text")
+        # (a 503 here once in make test, after test_redis_down_is_unavailable: the log says why)
+        self.assertEqual(r.status, 200, "%r\n%s" % (r, "\n".join(self.srv.log_text().splitlines()[-15:])))
+        want = r.text
         cp = self.run_cli("suggest", "1")
         self.assertExit(cp, 0)
         # piped: exactly the text, no newline that a typing tool would turn into "send"
