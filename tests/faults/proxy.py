@@ -117,6 +117,7 @@ class FaultProxy:
         self.answered = 0
         self._lock = threading.Lock()
         self._pairs = set()
+        self._doomed = set()  # pairs whose replies are lost (drop_after_forward)
         self._closed = False
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -202,6 +203,8 @@ class FaultProxy:
             self._pairs.discard(pair)
         _rst_close(pair[0])
         _rst_close(pair[1])
+        with self._lock:  # closed first: nothing more can be forwarded on it
+            self._doomed.discard(pair)
 
     def _client_to_server(self, pair):
         c, u = pair
@@ -222,13 +225,16 @@ class FaultProxy:
                             self.answered += 1
                         self._send(c, b"-" + err.encode() + b"\r\n")
                         continue
-                    self._send(u, cmd)
+                    # decided (and counted) before forwarding: the reply may be back before this
+                    # thread runs again, and from here on none reaches the client
                     with self._lock:
                         self.commands += 1
                         drop = self.drop_after_forward > 0 and (
                             self.drop_match is None or self.drop_match in cmd)
                         if drop:
                             self.drop_after_forward -= 1
+                            self._doomed.add(pair)
+                    self._send(u, cmd)
                     if drop:
                         time.sleep(0.05)  # let Redis execute it, then lose the reply
                         self._drop(pair)
@@ -244,7 +250,10 @@ class FaultProxy:
                 chunk = u.recv(65536)
                 if not chunk:
                     break
-                self._send(c, chunk)
+                with self._lock:
+                    doomed = pair in self._doomed
+                if not doomed:
+                    self._send(c, chunk)
         except OSError:
             pass
         self._drop(pair)

@@ -88,8 +88,9 @@ class ProxyFaultTest(FaultCase):
         wait_until(self.healthy, 10 * SLOW, interval=0.1, what="recovery after refused connections")
 
     def test_reply_lost_after_the_write(self):
-        # The write reaches Redis, the connection dies before the reply: the client is told
-        # 503, retries with the same key, and the entry exists once.
+        # The write reaches Redis, the connection dies before the reply: tandem sends it again
+        # on a fresh connection (or the client retries with the same key after a 503), and the
+        # entry exists once.
         before = ["lost-before-%d" % i for i in range(3)]
         for k in before:
             self.writer.write(k)
@@ -101,7 +102,7 @@ class ProxyFaultTest(FaultCase):
             self.proxy.drop_after_forward = 1  # executed by Redis, the reply lost
             commands0 = self.proxy.commands
             self.writer.write("lost-%d" % i, deadline_s=15 * SLOW)
-            if self.proxy.drop_after_forward:  # (once in CI; the details say which way it went)
+            if self.proxy.drop_after_forward:
                 stored = [l for l in self.srv.log_text().splitlines() if "feedback_stored" in l][-3:]
                 self.fail("the write of lost-%d never reached the proxy as a %r: %d commands forwarded meanwhile, "
                           "attempts %r, errors %r, last stored %r" % (
