@@ -345,29 +345,12 @@ out:
 
 /* ---- entries ------------------------------------------------------------------------------------- */
 
-struct terms_ctx {
-    uint64_t *out;
-    size_t n, max;
-};
-
-static void terms_token(void *ud, const char *term, size_t len, unsigned flags)
-{
-    struct terms_ctx *c = ud;
-    if ((flags & TEXT_TOK_NUMBER) || c->n >= c->max)
-        return; /* order numbers and amounts differ between otherwise identical situations */
-    uint64_t h = text_hash(TEXT_HASH_SEED, term, len);
-    for (size_t i = 0; i < c->n; i++)
-        if (c->out[i] == h)
-            return;
-    c->out[c->n++] = h;
-}
-
 int feedback_context_terms(const char *text, const char *lang, uint64_t *out, size_t max, size_t *n)
 {
-    struct terms_ctx c = {out, 0, max};
-    int failed = text && max && text_tokenize(text, strlen(text), lang, 0, terms_token, &c) < 0;
-    *n = failed ? 0 : c.n;
-    return failed ? T_ERR_NOMEM : T_OK;
+    *n = 0;
+    if (!text)
+        return T_OK;
+    return text_word_hashes(text, strlen(text), lang, out, max, n) < 0 ? T_ERR_NOMEM : T_OK;
 }
 
 static int64_t clamp_tta(int64_t v)

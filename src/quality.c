@@ -4,7 +4,6 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -814,39 +813,19 @@ out:
 
 /* ---- clustering ------------------------------------------------------------------------------------ */
 
-struct terms_acc {
-    uint64_t *v;
-    size_t n, max;
-};
-
-static void terms_token(void *ud, const char *term, size_t len, unsigned flags)
-{
-    struct terms_acc *a = ud;
-    if ((flags & TEXT_TOK_NUMBER) || a->n >= a->max)
-        return; /* order numbers and amounts: the same reply with other values */
-    uint64_t h = text_hash(TEXT_HASH_SEED, term, len);
-    for (size_t i = 0; i < a->n; i++)
-        if (a->v[i] == h)
-            return;
-    a->v[a->n++] = h;
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : (x > y);
 }
 
-/* Sorted distinct word hashes of text (at most max), *n of them; T_ERR_NOMEM when the text
- * could not be analysed. */
-static int text_terms(const char *text, size_t len, const char *lang, uint64_t *out, size_t max, size_t *n)
+/* Sorted distinct word hashes of text (at most max; numbers left out: the same reply with other
+ * values), *n of them; T_ERR_NOMEM when the text could not be analysed. */
+static int sorted_terms(const char *text, size_t len, const char *lang, uint64_t *out, size_t max, size_t *n)
 {
-    struct terms_acc a = {out, 0, max};
-    *n = 0;
-    if (text_tokenize(text, len, lang, 0, terms_token, &a) < 0)
+    if (text_word_hashes(text, len, lang, out, max, n) < 0)
         return T_ERR_NOMEM;
-    qsort(out, a.n, sizeof *out, cmp_u64);
-    *n = a.n;
+    qsort(out, *n, sizeof *out, cmp_u64);
     return T_OK;
 }
 
@@ -932,7 +911,7 @@ int quality_cluster_texts(const struct quality_text *t, size_t n, size_t min_cou
     for (size_t i = 0; i < n; i++) {
         uint64_t terms[QUALITY_CLUSTER_TERMS];
         size_t nt;
-        if (text_terms(t[i].text, t[i].len, t[i].lang, terms, QUALITY_CLUSTER_TERMS, &nt))
+        if (sorted_terms(t[i].text, t[i].len, t[i].lang, terms, QUALITY_CLUSTER_TERMS, &nt))
             goto out;
         if (nt < QUALITY_CLUSTER_MIN_TERMS)
             continue;
@@ -959,7 +938,7 @@ int quality_cluster_texts(const struct quality_text *t, size_t n, size_t min_cou
         uint64_t terms[QUALITY_CLUSTER_TERMS];
         const struct quality_text *rep = &t[g[k].first];
         size_t nt;
-        if (text_terms(rep->text, rep->len, rep->lang, terms, QUALITY_CLUSTER_TERMS, &nt))
+        if (sorted_terms(rep->text, rep->len, rep->lang, terms, QUALITY_CLUSTER_TERMS, &nt))
             goto out;
         size_t into = nc;
         for (size_t m = 0; m < nc && into == nc; m++)
@@ -1101,7 +1080,7 @@ static int kb_terms_build(const struct kb *kb, struct kb_terms *kt)
     for (size_t i = 0; i < n; i++) {
         const struct kb_entry *e = kb_entry_at(kb, i);
         kt->off[i] = at;
-        if (text_terms(e->body, strlen(e->body), e->lang, kt->v + at, KB_BODY_TERMS, &kt->n[i]))
+        if (sorted_terms(e->body, strlen(e->body), e->lang, kt->v + at, KB_BODY_TERMS, &kt->n[i]))
             return T_ERR_NOMEM;
         at += kt->n[i];
     }

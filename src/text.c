@@ -905,3 +905,30 @@ size_t text_url_normalize(const char *url, size_t len, char *out, size_t outsz)
     }
     return o;
 }
+
+struct hash_acc {
+    uint64_t *out;
+    size_t n, max;
+};
+
+static void hash_token(void *ud, const char *term, size_t len, unsigned flags)
+{
+    struct hash_acc *a = ud;
+    if ((flags & TEXT_TOK_NUMBER) || a->n >= a->max)
+        return;
+    uint64_t h = text_hash(TEXT_HASH_SEED, term, len);
+    for (size_t i = 0; i < a->n; i++)
+        if (a->out[i] == h)
+            return;
+    a->out[a->n++] = h;
+}
+
+int text_word_hashes(const char *text, size_t len, const char *lang, uint64_t *out, size_t max, size_t *n)
+{
+    struct hash_acc a = {out, 0, max};
+    *n = 0;
+    if (max && text_tokenize(text, len, lang, 0, hash_token, &a) < 0)
+        return -1;
+    *n = a.n;
+    return 0;
+}

@@ -43,6 +43,11 @@ typedef void (*text_token_fn)(void *ud, const char *term, size_t len, unsigned f
  * for want of memory (the words emitted are then incomplete: callers must not use them). */
 int text_tokenize(const char *text, size_t len, const char *lang, unsigned opts, text_token_fn fn, void *ud);
 
+/* Up to max distinct hashes (text_hash of each term text_tokenize emits, numbers left out: order
+ * numbers and amounts differ between otherwise identical texts) of text[0..len), in text order;
+ * *n of them. Returns 0, or -1 as text_tokenize (then *n is 0). */
+int text_word_hashes(const char *text, size_t len, const char *lang, uint64_t *out, size_t max, size_t *n);
+
 /* Case-folds one UTF-8 word into out (size outsz, NUL-terminated); returns its length, or 0 when
  * it does not fit. For tests and callers that compare words. */
 size_t text_fold(const char *word, size_t len, char *out, size_t outsz);
