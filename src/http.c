@@ -28,7 +28,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +44,7 @@ struct http_server {
 };
 
 static atomic_uint inflight;
+static atomic_int stopping; /* http_stop began: new requests are refused */
 static atomic_ullong request_counter;
 static uint64_t request_seed;
 
@@ -537,6 +537,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *message;
         req->calls = 1;
         int err = gate(req, &message);
+        if (!err && atomic_load(&stopping)) {
+            /* a request that arrives while the server drains: elsewhere, please */
+            err = T_ERR_SHUTTING_DOWN;
+            message = NULL;
+            http_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+        }
         if (err) {
             req->body_error = err;
             req->reject_message = message;
@@ -691,6 +697,7 @@ struct http_server *http_start(struct app *app)
     }
 
     MHD_set_panic_func(on_mhd_panic, NULL);
+    atomic_store(&stopping, 0);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
     if (cfg->listen_addr.ss_family == AF_INET6)
@@ -718,13 +725,11 @@ void http_stop(struct http_server *srv, unsigned grace_ms, void (*before_stop)(v
 {
     if (!srv)
         return;
-    /* no new connections; the listening socket is closed only after MHD_stop_daemon, as its
-     * manual says: a worker thread may still use it, and its number, reused by another socket
-     * meanwhile, would be acted on by MHD (which aborts when a descriptor turns out wrong) */
-    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        shutdown(fd, SHUT_RDWR); /* stops listening now (new connections are refused, not left in
-                                    the backlog), keeps the descriptor's number ours */
+    /* New requests get 503 shutting_down with the connection closed. Not MHD_quiesce_daemon:
+     * in libmicrohttpd 0.9.75 with a thread pool and epoll it races the workers that take the
+     * listening socket out of their epoll sets themselves, and aborts the process ("Failed to
+     * remove listen FD from epoll set", seen in make test). */
+    atomic_store(&stopping, 1);
     /* streams end at once (clients reconnect elsewhere with Last-Event-ID) */
     sse_shutdown();
     uint64_t deadline = clock_mono_ns() + (uint64_t)grace_ms * 1000000u;
@@ -746,7 +751,5 @@ void http_stop(struct http_server *srv, unsigned grace_ms, void (*before_stop)(v
     if (streams)
         log_warn("shutdown_streams_open", "streams=%u", streams);
     MHD_stop_daemon(srv->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
     free(srv);
 }

@@ -12,7 +12,7 @@ import time
 import unittest
 
 from harness import (REPO_ROOT, SLOW, RedisServer, Tandemd, TandemTestCase, metric_sum,
-                     parse_metrics, run_tandemd)
+                     parse_metrics, run_tandemd, wait_until)
 
 
 def conv_key(cid, kind="msgs", prefix="tandem:"):
@@ -489,6 +489,37 @@ class LifecycleTest(unittest.TestCase):
         self.assertStops(signal.SIGTERM)
         self.redis.resume()
         t.join(15 * SLOW)
+
+    def test_new_requests_while_draining_get_503(self):
+        # A request in flight keeps the server draining; one that arrives meanwhile is told to go
+        # elsewhere (and the connection closed) while the first one finishes.
+        xadd(self.redis, conv_key("drain"), "1700000000000-0", role="customer", text="hi")
+        self.assertEqual(self.srv.request("GET", "/v1/conversations/drain/context").status, 200)
+        self.redis.pause()  # the next context request hangs inside Redis (up to its 1 s time-out)
+        result = {}
+
+        def call():
+            try:
+                result["r"] = self.srv.request("GET", "/v1/conversations/drain/context", timeout=15 * SLOW)
+            except Exception as e:  # noqa: BLE001 - recorded for the report only
+                result["e"] = e
+
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        try:
+            time.sleep(0.2)  # no observable "in flight" state: give the request time to arrive
+            self.srv.send_signal(signal.SIGTERM)
+            wait_until(lambda: '"msg":"stopping"' in self.srv.log_text(), 2 * SLOW, interval=0.01,
+                       what="the stopping log line")
+            r = self.srv.request("GET", "/healthz", token=False)
+            self.assertEqual(r.status, 503, r)
+            self.assertEqual(r.json["error"]["code"], "shutting_down", r)
+            self.assertEqual((r.headers.get("Connection") or "").lower(), "close")
+        finally:
+            self.redis.resume()
+        t.join(15 * SLOW)
+        self.assertIn("r", result, result)  # the drained request got its answer
+        self.assertEqual(self.srv.stop(timeout=5 * SLOW), 0)
 
     def test_sigterm_with_slow_readers(self):
         # Several connections with half-sent requests must not keep it alive.
